@@ -1,0 +1,178 @@
+"""Backbones that give the local features `l^s` and the global feature `g`.
+
+- `apply_vgg_backbone`: the paper's CIFAR VGG-16 with batch norm, built layer
+  by layer into the caller's functional graph with predictable names
+  (`block3_conv2`, `block4_pool`, `global_dense`), which the weight converter
+  and the taps rely on.
+- `tap_backbone`: any functional Keras model, tapped at named layers.
+"""
+
+import keras
+
+# Widths and depths of the paper's CIFAR VGG: (block, convs, filters).
+# Blocks 1-2 never pool; blocks 3-5 are followed by one 2x2 max-pool
+# (their outputs before that pool are the local features); block 6 pools
+# after each of its convolutions and feeds the dense layer that gives `g`.
+VGG_BLOCKS = (
+    (1, 2, 64),
+    (2, 2, 128),
+    (3, 3, 256),
+    (4, 3, 512),
+    (5, 3, 512),
+)
+VGG_BLOCK6_CONVS = 2
+VGG_BLOCK6_FILTERS = 512
+VGG_GLOBAL_UNITS = 512
+VGG_TAPPABLE_BLOCKS = (3, 4, 5)
+# Spatial reduction from input to the dense layer: five 2x2 max-pools.
+VGG_REDUCTION = 32
+
+
+def scaled_width(filters, width_multiplier):
+    """Channel count of a layer of `filters` channels under a width multiplier."""
+    return max(1, int(round(filters * width_multiplier)))
+
+
+def apply_conv_bn_relu(x, filters, name, *, conv_bias, epsilon, momentum):
+    """Conv3x3 (padding "same") -> BatchNorm -> ReLU, named `{name}`, `..._bn`."""
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=conv_bias,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(
+        epsilon=epsilon, momentum=momentum, name=name.replace("conv", "bn")
+    )(x)
+    return keras.layers.ReLU(name=name.replace("conv", "relu"))(x)
+
+
+def apply_vgg_backbone(
+    x,
+    *,
+    width_multiplier=1.0,
+    conv_bias=True,
+    batch_norm_epsilon=1e-5,
+    batch_norm_momentum=0.9,
+    dropout=0.0,
+):
+    """Builds the paper's CIFAR VGG on the functional tensor `x`.
+
+    Args:
+        x: symbolic (N, H, W, C) tensor, already normalised.
+        width_multiplier: float. Scales every width (1.0 = the paper's).
+        conv_bias: bool. Convolutions with a bias, as in the public PyTorch
+            implementation (kept for parameter parity, redundant with BN).
+        batch_norm_epsilon: float. 1e-5, PyTorch's default.
+        batch_norm_momentum: float. Keras convention (0.9 = PyTorch's 0.1).
+        dropout: float. Dropout rate after blocks 3, 4, 5 and 6 (0 = none).
+
+    Returns:
+        A dict of symbolic tensors: `"block{k}"` (block k's output before its
+        pool) and `"block{k}_pool"` for k in 3, 4, 5, and `"global"`: `g`,
+        (N, 512 * width_multiplier).
+    """
+    conv_kwargs = dict(
+        conv_bias=conv_bias, epsilon=batch_norm_epsilon, momentum=batch_norm_momentum
+    )
+    taps = {}
+    for block, convs, filters in VGG_BLOCKS:
+        for index in range(1, convs + 1):
+            x = apply_conv_bn_relu(
+                x,
+                scaled_width(filters, width_multiplier),
+                f"block{block}_conv{index}",
+                **conv_kwargs,
+            )
+        if block in VGG_TAPPABLE_BLOCKS:
+            taps[f"block{block}"] = x
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+            taps[f"block{block}_pool"] = x
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"block{block}_dropout")(x)
+    for index in range(1, VGG_BLOCK6_CONVS + 1):
+        x = apply_conv_bn_relu(
+            x,
+            scaled_width(VGG_BLOCK6_FILTERS, width_multiplier),
+            f"block6_conv{index}",
+            **conv_kwargs,
+        )
+        x = keras.layers.MaxPooling2D(2, name=f"block6_pool{index}")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="block6_dropout")(x)
+    # The paper's "dense" layer: a convolution whose kernel covers the whole
+    # remaining map (1x1 at 32x32 input), giving one vector per image.
+    x = keras.layers.Conv2D(
+        scaled_width(VGG_GLOBAL_UNITS, width_multiplier),
+        kernel_size=(x.shape[1], x.shape[2]),
+        padding="valid",
+        kernel_initializer="he_normal",
+        name="global_dense",
+    )(x)
+    taps["global"] = keras.layers.Flatten(name="global_features")(x)
+    return taps
+
+
+def tap_backbone(backbone, local_layers, global_layer):
+    """A model that returns a functional backbone's chosen intermediate outputs.
+
+    Args:
+        backbone: a functional `keras.Model`.
+        local_layers: names of the layers whose outputs (N, H, W, C) are the
+            local features, in order.
+        global_layer: name of the layer giving `g`. A 4D output is reduced
+            to (N, C) with global average pooling.
+
+    Returns:
+        A `keras.Model` named `"{backbone.name}_taps"` taking the backbone's
+        input and returning `[l_1, ..., l_S, g]`.
+    """
+    if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs"):
+        raise ValueError(
+            "`backbone` must be 'vgg' or a functional keras.Model; received "
+            f"backbone={backbone!r}."
+        )
+    try:
+        backbone_inputs = backbone.inputs
+    except (AttributeError, ValueError):
+        backbone_inputs = None
+    if not backbone_inputs:
+        raise ValueError(
+            "`backbone` must be a functional keras.Model (built from "
+            f"keras.Input); received an unbuilt or subclassed {type(backbone).__name__}."
+        )
+    names = [layer.name for layer in backbone.layers]
+
+    def output_of(argument, name):
+        if name not in names:
+            shown = ", ".join(names[-30:])
+            raise ValueError(
+                f"`{argument}` names a layer that is not in backbone "
+                f"{backbone.name!r}: {name!r}. Layer names include: {shown}."
+            )
+        return backbone.get_layer(name).output
+
+    local_outputs = []
+    for name in local_layers:
+        output = output_of("attention_layers", name)
+        if len(output.shape) != 4:
+            raise ValueError(
+                f"`attention_layers` entry {name!r} must output (N, H, W, C) "
+                f"local features; its output shape is {output.shape}."
+            )
+        local_outputs.append(output)
+    global_output = output_of("global_layer", global_layer)
+    if len(global_output.shape) == 4:
+        global_output = keras.layers.GlobalAveragePooling2D(name="global_pool")(
+            global_output
+        )
+    elif len(global_output.shape) != 2:
+        raise ValueError(
+            f"`global_layer` {global_layer!r} must output (N, C) or (N, H, W, C); "
+            f"its output shape is {global_output.shape}."
+        )
+    return keras.Model(
+        backbone_inputs, local_outputs + [global_output], name=f"{backbone.name}_taps"
+    )
