@@ -277,8 +277,7 @@ def attention_maps(model, images, batch_size=64):
     chunks = {key: [] for key in keys}
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].astype("float32")
-        # A one-element list matches the functional input structure ([images]).
-        outputs = model([batch], training=False)
+        outputs = model(batch, training=False)
         for key in keys:
             chunks[key].append(keras.ops.convert_to_numpy(outputs[key]))
     results = [np.concatenate(chunks[key]).astype(np.float32) for key in keys]

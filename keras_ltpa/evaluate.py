@@ -1,0 +1,442 @@
+"""Scoring a trained model: classification accuracy and attention localisation.
+
+Classification (`evaluate_classification`): top-1 and top-5 accuracy on a
+split and the accuracy of each class.
+
+Localisation (`localization`), the weakly supervised segmentation test of
+the paper (Sec. 5.4, there on Object Discovery; here on the Weizmann horse
+set, whose figure-ground masks are real and available offline):
+
+1. each image is resized (bilinear) to the model input and run through the
+   model;
+2. each attention map is upsampled (bilinear) to the image and its mask;
+   `attention_mean` is the average of the min-max scaled maps;
+3. a map becomes a region by a `threshold` rule: `"mean"`, the pixels above
+   the map's own mean value, or a fraction `f` in (0, 1), the top `f` of the
+   pixels (ties broken by position), so every method gets the same area;
+4. the score is the Jaccard index (intersection over union) of region and
+   mask, averaged over the images.
+
+Two references are scored the same way:
+- `gaussian_prior`: a centred blob, the top pixels of a Gaussian centred on
+  the image with a standard deviation proportional to each side (so its
+  regions are centred ellipses of the image's aspect ratio), with the same
+  area as the model's region on that image (with a top-`f` rule: `f`). It
+  says how much of a score comes from objects being big and central.
+- `baseline_cam`: a class-activation map of the plain VGG baseline
+  (`build_model(..., attention=False)`). That model has no global average
+  pooling (its g is a dense layer over a 1x1 map at 32x32 input, after two
+  more conv blocks), so the original CAM (classifier weights times the last
+  conv maps) is undefined; we use Grad-CAM (Selvaraju et al., ICCV 2017) on
+  `block5_relu3`, the output of block 5 (8x8 at 32x32 input, the same grid
+  as attention map 3 and the layer the paper's att3 taps last):
+  `cam = relu(sum_c alpha_c * A_c)` with `alpha_c` the spatial mean of
+  d logit / d A_c, for the predicted class (or a fixed `class_index`).
+"""
+
+import os
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_ltpa import visualize
+
+CAM_LAYER = "block5_relu3"
+MASK_THRESHOLD = 128
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# --- Classification ------------------------------------------------------
+
+
+def _batches(dataset):
+    if hasattr(dataset, "as_numpy_iterator"):
+        return dataset.as_numpy_iterator()
+    return iter(dataset)
+
+
+def evaluate_classification(model, dataset, class_names=None, top_k=5):
+    """Top-1, top-k and per-class accuracy of `model` on a dataset.
+
+    Args:
+        model: a model whose output is the class logits (or probabilities).
+        dataset: a `tf.data.Dataset` of `(images, labels)` batches (e.g. from
+            `keras_ltpa.data.load_dataset`) or any iterable of such NumPy
+            pairs.
+        class_names: optional names for the per-class entries.
+        top_k: k of the top-k accuracy (capped at the number of classes).
+
+    Returns:
+        A dict: `count`, `accuracy`, `top_k`, `top_k_accuracy`,
+        `per_class` ({name: accuracy}, classes never seen are left out) and
+        `per_class_count` ({name: number of images}).
+    """
+    correct = topk_correct = total = 0
+    class_correct, class_total = {}, {}
+    for images, labels in _batches(dataset):
+        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        k = min(top_k, logits.shape[-1])
+        top = np.argsort(-logits, axis=-1)[:, :k]
+        hits = top[:, 0] == labels
+        correct += int(hits.sum())
+        topk_correct += int((top == labels[:, None]).any(axis=-1).sum())
+        total += len(labels)
+        for label, hit in zip(labels, hits):
+            class_total[label] = class_total.get(label, 0) + 1
+            class_correct[label] = class_correct.get(label, 0) + int(hit)
+    if total == 0:
+        raise ValueError("`dataset` yielded no images to evaluate.")
+
+    def name(label):
+        if class_names is not None and 0 <= label < len(class_names):
+            return str(class_names[label])
+        return str(int(label))
+
+    return {
+        "count": total,
+        "accuracy": correct / total,
+        "top_k": min(top_k, logits.shape[-1]),
+        "top_k_accuracy": topk_correct / total,
+        "per_class": {
+            name(label): class_correct[label] / class_total[label]
+            for label in sorted(class_total)
+        },
+        "per_class_count": {name(label): class_total[label] for label in sorted(class_total)},
+    }
+
+
+# --- Regions and scores ---------------------------------------------------
+
+
+def jaccard(region, mask):
+    """Jaccard index |A & B| / |A | B| of two boolean masks of one shape.
+
+    Two empty masks agree perfectly and score 1.
+    """
+    region = np.asarray(region, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if region.shape != mask.shape:
+        raise ValueError(
+            f"`region` {region.shape} and `mask` {mask.shape} must have the same shape; "
+            "resize one to the other first (see `upsample_map`)."
+        )
+    union = np.logical_or(region, mask).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(region, mask).sum() / union)
+
+
+def check_threshold(threshold):
+    """Validates a threshold rule: `"mean"` or a fraction in (0, 1)."""
+    if threshold == "mean":
+        return threshold
+    if isinstance(threshold, (int, float, np.floating)) and not isinstance(threshold, bool):
+        if 0.0 < float(threshold) < 1.0:
+            return float(threshold)
+    raise ValueError(
+        "`threshold` must be 'mean' (pixels above the map's mean) or a fraction in "
+        f"(0, 1) (that top fraction of the pixels); received threshold={threshold!r}."
+    )
+
+
+def _top_pixels(attention, count):
+    flat = attention.reshape(-1)
+    count = int(min(max(count, 0), flat.size))
+    region = np.zeros(flat.size, dtype=bool)
+    if count:
+        # Stable sort: among equal values the earlier pixel wins, so exactly
+        # `count` pixels are chosen.
+        region[np.argsort(-flat, kind="stable")[:count]] = True
+    return region.reshape(attention.shape)
+
+
+def threshold_map(attention, threshold="mean"):
+    """Turns one map (H, W) into a boolean region by a threshold rule.
+
+    Args:
+        attention: array (H, W).
+        threshold: `"mean"`: pixels strictly above the map's mean (a constant
+            map gives an empty region); a fraction `f` in (0, 1): the
+            `round(f * H * W)` highest pixels (at least one).
+
+    Returns:
+        bool array (H, W).
+    """
+    attention = np.asarray(attention, dtype=np.float32)
+    if attention.ndim != 2:
+        raise ValueError(f"`attention` must be one map (H, W); received shape {attention.shape}.")
+    threshold = check_threshold(threshold)
+    if threshold == "mean":
+        return attention > attention.mean()
+    return _top_pixels(attention, max(1, round(threshold * attention.size)))
+
+
+def gaussian_map(shape, sigma=0.25):
+    """A centred Gaussian (H, W), standard deviation `sigma` times each side."""
+    height, width = shape
+    y = (np.arange(height) + 0.5 - height / 2) / (sigma * height)
+    x = (np.arange(width) + 0.5 - width / 2) / (sigma * width)
+    return np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2)).astype(np.float32)
+
+
+def gaussian_prior(shape, area):
+    """The centred Gaussian prior region covering `area` of an image.
+
+    Args:
+        shape: (height, width).
+        area: fraction of the pixels, in [0, 1].
+
+    Returns:
+        bool array (H, W) with exactly `round(area * H * W)` pixels set: the
+        highest pixels of `gaussian_map(shape)`, a centred ellipse of the
+        image's aspect ratio.
+    """
+    height, width = visualize._check_size(tuple(shape))
+    if isinstance(area, bool) or not (
+        isinstance(area, (int, float, np.floating)) and 0.0 <= area <= 1.0
+    ):
+        raise ValueError(f"`area` must be a fraction in [0, 1]; received area={area!r}.")
+    return _top_pixels(gaussian_map((height, width)), round(float(area) * height * width))
+
+
+# --- Image and mask data ---------------------------------------------------
+
+
+def load_image(path):
+    """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"Cannot read {os.fspath(path)!r} as an image: {error}") from None
+
+
+def list_images(directory):
+    """Image files under `directory` (recursive, sorted); hidden files skipped.
+
+    Raises:
+        ValueError: naming the first file that is not a readable image (by
+            extension or content), or if there are no images.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ValueError(f"Image folder {directory!r} does not exist or is not a folder.")
+    paths = []
+    for root, folders, files in os.walk(directory):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                raise ValueError(
+                    f"{path!r} is not an image file (allowed extensions: "
+                    f"{', '.join(IMAGE_EXTENSIONS)}); remove it or point at a folder of "
+                    "images only."
+                )
+            paths.append(path)
+    if not paths:
+        raise ValueError(f"No image files found in {directory!r}.")
+    return paths
+
+
+def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limit=None):
+    """Reads an image + figure-ground mask set such as the Weizmann horses.
+
+    Every image `<directory>/<image_dir>/<name>` needs a mask of the same
+    file name under `<directory>/<mask_dir>/`. A mask is resized (bilinear)
+    to its image and thresholded at 128.
+
+    Args:
+        directory: the set's root folder.
+        image_dir, mask_dir: sub-folder names.
+        limit: read only the first `limit` images (sorted by name).
+
+    Returns:
+        A list of `(name, image, mask)`: uint8 (H, W, 3) and bool (H, W).
+    """
+    images_root = os.path.join(os.fspath(directory), image_dir)
+    masks_root = os.path.join(os.fspath(directory), mask_dir)
+    for folder, argument in ((images_root, "image_dir"), (masks_root, "mask_dir")):
+        if not os.path.isdir(folder):
+            raise ValueError(
+                f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
+                f"{os.fspath(directory)!r}."
+            )
+    paths = list_images(images_root)
+    if limit is not None:
+        paths = paths[:limit]
+    samples = []
+    for path in paths:
+        name = os.path.relpath(path, images_root)
+        mask_path = os.path.join(masks_root, name)
+        if not os.path.isfile(mask_path):
+            raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
+        image = load_image(path)
+        try:
+            with Image.open(mask_path) as mask_file:
+                mask = mask_file.convert("L")
+                if mask.size != (image.shape[1], image.shape[0]):
+                    mask = mask.resize((image.shape[1], image.shape[0]), Image.BILINEAR)
+                mask = np.asarray(mask) >= MASK_THRESHOLD
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"Cannot read mask {mask_path!r}: {error}") from None
+        samples.append((name, image, mask))
+    return samples
+
+
+# --- Class-activation map of the baseline ----------------------------------
+
+
+def _gradient(function, inputs):
+    """d function(inputs) / d inputs for a scalar-valued `function`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        inputs = tf.convert_to_tensor(inputs)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            value = function(inputs)
+        return tape.gradient(value, inputs)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(function)(keras.ops.convert_to_tensor(inputs))
+    if backend == "torch":
+        inputs = keras.ops.convert_to_tensor(inputs).detach().requires_grad_(True)
+        function(inputs).backward()
+        return inputs.grad
+    raise ValueError(f"Grad-CAM needs the tensorflow, jax or torch backend; running {backend}.")
+
+
+def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
+    """Grad-CAM maps of a classifier at one convolutional layer.
+
+    `cam = relu(sum_c alpha_c * A_c)`, `A` the layer's output and `alpha_c`
+    the spatial mean of the gradient of the class logit with respect to
+    `A_c` (Selvaraju et al., "Grad-CAM", ICCV 2017).
+
+    Args:
+        model: a `build_model()` model (logits output).
+        images: uint8 (N, H, W, 3) raw images, resized to the model input if
+            needed.
+        layer: name of the layer whose (N, h, w, C) output is explained.
+        class_index: class to explain; None explains each image's predicted
+            class.
+        batch_size: images per model call.
+
+    Returns:
+        float32 (N, h, w) maps (not scaled).
+    """
+    images = visualize._check_images(images)
+    if layer not in [l.name for l in model.layers]:
+        raise ValueError(f"`layer` {layer!r} is not a layer of model {model.name!r}.")
+    features = model.get_layer(layer).output
+    body = keras.Model(model.inputs[0], features)
+    head = keras.Model(features, model.outputs[0])
+    input_size = tuple(model.input_shape[1:3])
+    if None not in input_size:
+        images = visualize.resize_images(images, input_size)
+    maps = []
+    for start in range(0, len(images), batch_size):
+        activations = body(images[start : start + batch_size].astype("float32"), training=False)
+        logits = keras.ops.convert_to_numpy(head(activations, training=False))
+        classes = (
+            logits.argmax(axis=-1)
+            if class_index is None
+            else np.full(len(logits), class_index)
+        )
+        selector = keras.ops.convert_to_tensor(
+            np.eye(logits.shape[-1], dtype="float32")[classes]
+        )
+
+        def class_score(a):
+            return keras.ops.sum(head(a, training=False) * selector)
+
+        gradients = keras.ops.convert_to_numpy(_gradient(class_score, activations))
+        activations = keras.ops.convert_to_numpy(activations)
+        weights = gradients.mean(axis=(1, 2), keepdims=True)
+        maps.append(np.maximum((weights * activations).sum(axis=-1), 0.0))
+    return np.concatenate(maps).astype(np.float32)
+
+
+# --- Localisation -----------------------------------------------------------
+
+
+def localization(
+    model,
+    samples,
+    baseline=None,
+    threshold="mean",
+    cam_layer=CAM_LAYER,
+    class_index=None,
+    batch_size=64,
+):
+    """Mean Jaccard index of attention regions against figure-ground masks.
+
+    Args:
+        model: the model to score: with attention, its maps
+            (`attention_<k>` and their mean `attention_mean`); without
+            (the plain baseline), its Grad-CAM (`cam`).
+        samples: `(name, image, mask)` triples from `load_mask_dataset`.
+        baseline: optional plain VGG baseline, scored as `baseline_cam`.
+        threshold: `"mean"` or a top fraction in (0, 1); see `threshold_map`.
+        cam_layer: layer for Grad-CAM.
+        class_index: class explained by Grad-CAM (None: the predicted one).
+        batch_size: images per model call.
+
+    Returns:
+        A dict: `threshold`, `count`, `jaccard` ({method: mean Jaccard}),
+        `per_image` ({method: list of Jaccard indices}), `names`, and
+        `predicted` (the model's predicted class per image). Methods are
+        the model's maps, then `gaussian_prior`, then `baseline_cam`.
+    """
+    threshold = check_threshold(threshold)
+    if not samples:
+        raise ValueError("`samples` is empty: no images to score.")
+    for name, image, mask in samples:
+        if image.shape[:2] != mask.shape:
+            raise ValueError(
+                f"Mask of {name!r} is {mask.shape} but its image is {image.shape[:2]}; "
+                "resize masks to their images (load_mask_dataset does)."
+            )
+    model_size = tuple(model.input_shape[1:3])
+    inputs = np.stack([visualize.resize_images(image[None], model_size)[0] for _, image, _ in samples])
+    probabilities, maps = visualize.attention_maps(model, inputs, batch_size=batch_size)
+    sources = {f"attention_{k}": m for k, m in enumerate(maps, start=1)}
+    if not maps:
+        sources["cam"] = grad_cam(model, inputs, cam_layer, class_index, batch_size)
+    if baseline is not None:
+        sources["baseline_cam"] = grad_cam(baseline, inputs, cam_layer, class_index, batch_size)
+    model_methods = [m for m in sources if m != "baseline_cam"]
+    if len(maps) > 1:
+        model_methods.append("attention_mean")
+    methods = model_methods + ["gaussian_prior"] + (["baseline_cam"] if baseline is not None else [])
+    per_image = {method: [] for method in methods}
+    for index, (_, _, mask) in enumerate(samples):
+        upsampled = {
+            method: visualize.upsample_map(source[index], mask.shape)
+            for method, source in sources.items()
+        }
+        if len(maps) > 1:
+            upsampled["attention_mean"] = np.mean(
+                [visualize.normalize_map(upsampled[f"attention_{k}"]) for k in range(1, len(maps) + 1)],
+                axis=0,
+            )
+        regions = {method: threshold_map(m, threshold) for method, m in upsampled.items()}
+        # The prior gets the area of the model's own region (its mean map).
+        area = regions[model_methods[-1]].mean() if threshold == "mean" else threshold
+        regions["gaussian_prior"] = gaussian_prior(mask.shape, float(area))
+        for method in methods:
+            per_image[method].append(jaccard(regions[method], mask))
+    return {
+        "threshold": threshold,
+        "count": len(samples),
+        "jaccard": {method: float(np.mean(per_image[method])) for method in methods},
+        "per_image": per_image,
+        "names": [name for name, _, _ in samples],
+        "predicted": probabilities.argmax(axis=-1).tolist(),
+    }
