@@ -34,6 +34,7 @@ Two references are scored the same way:
   d logit / d A_c, for the predicted class (or a fixed `class_index`).
 """
 
+import json
 import os
 
 import keras
@@ -44,7 +45,50 @@ from keras_ltpa import visualize
 
 CAM_LAYER = "block5_relu3"
 MASK_THRESHOLD = 128
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# --- Trained models --------------------------------------------------------
+
+# In a run directory, the model file is the one of these names found first
+# (or the only `.keras` file there).
+MODEL_FILE_NAMES = ("model.keras", "final.keras", "best.keras")
+
+
+def find_model_file(path):
+    """The `.keras` file at `path`: the file itself, or the one in a run folder.
+
+    Raises:
+        ValueError: `path` is missing, not a `.keras` file, or a folder with
+            no (or several unranked) `.keras` files; the message lists them.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ValueError(f"Model file {path!r} is not a `.keras` file.")
+        return path
+    if not os.path.isdir(path):
+        raise ValueError(f"Model path {path!r} does not exist (give a .keras file or a run folder).")
+    found = sorted(name for name in os.listdir(path) if name.endswith(".keras"))
+    for name in MODEL_FILE_NAMES:
+        if name in found:
+            return os.path.join(path, name)
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    listed = ", ".join(found) if found else "none"
+    raise ValueError(
+        f"Cannot pick the model in run folder {path!r}: it has {len(found)} .keras "
+        f"files ({listed}); expected one of {', '.join(MODEL_FILE_NAMES)} or a single "
+        ".keras file. Pass the file itself."
+    )
+
+
+def load_model(path):
+    """Loads a model saved by this package (a `.keras` file or a run folder).
+
+    The package's layers are registered on import, so no custom objects are
+    needed.
+    """
+    return keras.saving.load_model(find_model_file(path), compile=False)
 
 
 # --- Classification ------------------------------------------------------
@@ -204,44 +248,6 @@ def gaussian_prior(shape, area):
 # --- Image and mask data ---------------------------------------------------
 
 
-def load_image(path):
-    """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"Cannot read {os.fspath(path)!r} as an image: {error}") from None
-
-
-def list_images(directory):
-    """Image files under `directory` (recursive, sorted); hidden files skipped.
-
-    Raises:
-        ValueError: naming the first file that is not a readable image (by
-            extension or content), or if there are no images.
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ValueError(f"Image folder {directory!r} does not exist or is not a folder.")
-    paths = []
-    for root, folders, files in os.walk(directory):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                raise ValueError(
-                    f"{path!r} is not an image file (allowed extensions: "
-                    f"{', '.join(IMAGE_EXTENSIONS)}); remove it or point at a folder of "
-                    "images only."
-                )
-            paths.append(path)
-    if not paths:
-        raise ValueError(f"No image files found in {directory!r}.")
-    return paths
-
-
 def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limit=None):
     """Reads an image + figure-ground mask set such as the Weizmann horses.
 
@@ -265,7 +271,7 @@ def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limi
                 f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
                 f"{os.fspath(directory)!r}."
             )
-    paths = list_images(images_root)
+    paths = visualize.list_images(images_root)
     if limit is not None:
         paths = paths[:limit]
     samples = []
@@ -274,7 +280,7 @@ def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limi
         mask_path = os.path.join(masks_root, name)
         if not os.path.isfile(mask_path):
             raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
-        image = load_image(path)
+        image = visualize.load_image(path)
         try:
             with Image.open(mask_path) as mask_file:
                 mask = mask_file.convert("L")
@@ -404,7 +410,7 @@ def localization(
                 "resize masks to their images (load_mask_dataset does)."
             )
     model_size = tuple(model.input_shape[1:3])
-    inputs = np.stack([visualize.resize_images(image[None], model_size)[0] for _, image, _ in samples])
+    inputs = visualize.resize_images_list([image for _, image, _ in samples], model_size)
     probabilities, maps = visualize.attention_maps(model, inputs, batch_size=batch_size)
     sources = {f"attention_{k}": m for k, m in enumerate(maps, start=1)}
     if not maps:
@@ -440,3 +446,54 @@ def localization(
         "names": [name for name, _, _ in samples],
         "predicted": probabilities.argmax(axis=-1).tolist(),
     }
+
+
+# --- Reports ------------------------------------------------------------------
+
+
+def format_classification(result):
+    """A plain-text table of an `evaluate_classification` result."""
+    lines = [
+        f"images: {result['count']}",
+        f"accuracy: {result['accuracy']:.4f}",
+        f"top-{result['top_k']} accuracy: {result['top_k_accuracy']:.4f}",
+        "per class:",
+    ]
+    width = max(len(name) for name in result["per_class"])
+    for name, accuracy in result["per_class"].items():
+        lines.append(
+            f"  {name:<{width}}  {accuracy:.4f}  ({result['per_class_count'][name]} images)"
+        )
+    return "\n".join(lines)
+
+
+def format_localization(results):
+    """A plain-text table of `localization` results (one column per rule)."""
+    if isinstance(results, dict):
+        results = [results]
+    methods = list(results[0]["jaccard"])
+    headers = [
+        "mean rule" if r["threshold"] == "mean" else f"top {r['threshold']:.0%}"
+        for r in results
+    ]
+    width = max(len(m) for m in methods + ["method"])
+    lines = [
+        f"mean Jaccard index over {results[0]['count']} images",
+        f"{'method':<{width}}  " + "  ".join(f"{h:>9}" for h in headers),
+    ]
+    for method in methods:
+        lines.append(
+            f"{method:<{width}}  "
+            + "  ".join(f"{r['jaccard'][method]:>9.4f}" for r in results)
+        )
+    return "\n".join(lines)
+
+
+def save_json(results, path):
+    """Writes `results` as JSON to `path` (temporary file, then rename)."""
+
+    def write(file):
+        json.dump(results, file, indent=2)
+        file.write("\n")
+
+    return visualize.write_atomically(path, write, binary=False)

@@ -40,6 +40,7 @@ from keras_ltpa.model import attention_model
 CAPTION_HEIGHT = 16
 TILE_GAP = 2
 FONT_SIZE = 11
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (0, 0, 0)
 RIGHT_COLOR = (0, 110, 0)
@@ -198,6 +199,17 @@ def save_png(array, path):
             "`array` must be uint8 (H, W), (H, W, 3) or (H, W, 4); received "
             f"dtype {array.dtype} and shape {array.shape}."
         )
+    return write_atomically(
+        path, lambda file: Image.fromarray(array).save(file, format="PNG")
+    )
+
+
+def write_atomically(path, write, binary=True):
+    """Calls `write(file)` on a temporary file beside `path`, then renames it.
+
+    Nothing half-written is left at `path` if `write` fails; missing parent
+    folders are created. Returns `path`.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -205,8 +217,8 @@ def save_png(array, path):
         dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
     )
     try:
-        with os.fdopen(handle, "wb") as file:
-            Image.fromarray(array).save(file, format="PNG")
+        with os.fdopen(handle, "wb" if binary else "w") as file:
+            write(file)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -230,6 +242,90 @@ def resize_images(images, size):
             for image in images
         ]
     )
+
+
+def load_image(path):
+    """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"Cannot read {os.fspath(path)!r} as an image: {error}") from None
+
+
+def list_images(directory):
+    """Image files under `directory` (recursive, sorted); hidden files skipped.
+
+    Raises:
+        ValueError: naming the first file that is not a readable image (by
+            extension or content), or if there are no images.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ValueError(f"Image folder {directory!r} does not exist or is not a folder.")
+    paths = []
+    for root, folders, files in os.walk(directory):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                raise ValueError(
+                    f"{path!r} is not an image file (allowed extensions: "
+                    f"{', '.join(IMAGE_EXTENSIONS)}); remove it or point at a folder of "
+                    "images only."
+                )
+            paths.append(path)
+    if not paths:
+        raise ValueError(f"No image files found in {directory!r}.")
+    return paths
+
+
+def read_images(sources, size, class_names=None):
+    """Reads image files and folders into one uint8 batch.
+
+    Args:
+        sources: image file paths and/or folders (every image under a folder,
+            see `list_images`), in order.
+        size: (height, width) every image is resized to (bilinear).
+        class_names: optional class names; when every image sits in a folder
+            named after a class (e.g. `test/cat/0001.jpg`), that class is its
+            true label.
+
+    Returns:
+        `(images, labels, paths)`: uint8 (N, H, W, 3), an int array (N,) or
+        None, and the list of file paths.
+
+    Raises:
+        ValueError: naming a missing path or a file that is not an image.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    paths = []
+    for source in sources:
+        source = os.fspath(source)
+        if os.path.isdir(source):
+            paths.extend(list_images(source))
+        elif os.path.isfile(source):
+            paths.append(source)
+        else:
+            raise ValueError(f"Image path {source!r} does not exist.")
+    if not paths:
+        raise ValueError("No image files or folders were given.")
+    images = resize_images_list([load_image(path) for path in paths], size)
+    labels = None
+    if class_names is not None:
+        index = {str(name): i for i, name in enumerate(class_names)}
+        folders = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+        if all(folder in index for folder in folders):
+            labels = np.asarray([index[folder] for folder in folders], dtype=np.int64)
+    return images, labels, paths
+
+
+def resize_images_list(images, size):
+    """Resizes a list of uint8 (H_i, W_i, 3) images of any sizes to one batch."""
+    return np.stack([resize_images(image[None], size)[0] for image in images])
 
 
 def _as_attention_model(model):
