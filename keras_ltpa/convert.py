@@ -171,7 +171,7 @@ def load_torch_state_dict(model, state_dict):
         )
     for layer_name, slots in values.items():
         if layer_name not in layers_with_weights:
-            names = ", ".join(name for name, _ in slots.values())
+            names = ", ".join(repr(name) for name, _ in slots.values())
             raise ValueError(
                 f"Reference parameters {names} map to layer {layer_name!r}, which "
                 f"model {model.name!r} does not have."

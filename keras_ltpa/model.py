@@ -384,4 +384,4 @@ def attention_model(model):
         pool = model.get_layer(f"attention_pool_{index}")
         outputs[f"attention_{index}"] = pool.output[1]
         outputs[f"scores_{index}"] = model.get_layer(f"compatibility_{index}").output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_with_attention")
+    return keras.Model(model.input, outputs, name=f"{model.name}_with_attention")
