@@ -389,18 +389,24 @@ def localization(
             (the plain baseline), its Grad-CAM (`cam`).
         samples: `(name, image, mask)` triples from `load_mask_dataset`.
         baseline: optional plain VGG baseline, scored as `baseline_cam`.
-        threshold: `"mean"` or a top fraction in (0, 1); see `threshold_map`.
+        threshold: `"mean"` or a top fraction in (0, 1) (see
+            `threshold_map`), or a list of such rules (the maps are computed
+            once and scored under each).
         cam_layer: layer for Grad-CAM.
         class_index: class explained by Grad-CAM (None: the predicted one).
         batch_size: images per model call.
 
     Returns:
-        A dict: `threshold`, `count`, `jaccard` ({method: mean Jaccard}),
+        A dict (a list of dicts, one per rule, for a list of rules):
+        `threshold`, `count`, `jaccard` ({method: mean Jaccard}),
         `per_image` ({method: list of Jaccard indices}), `names`, and
         `predicted` (the model's predicted class per image). Methods are
         the model's maps, then `gaussian_prior`, then `baseline_cam`.
     """
-    threshold = check_threshold(threshold)
+    single = not isinstance(threshold, (list, tuple))
+    rules = [check_threshold(t) for t in ([threshold] if single else threshold)]
+    if not rules:
+        raise ValueError("`threshold` is an empty list; give at least one rule.")
     if not samples:
         raise ValueError("`samples` is empty: no images to score.")
     for name, image, mask in samples:
@@ -421,7 +427,7 @@ def localization(
     if len(maps) > 1:
         model_methods.append("attention_mean")
     methods = model_methods + ["gaussian_prior"] + (["baseline_cam"] if baseline is not None else [])
-    per_image = {method: [] for method in methods}
+    per_image = [{method: [] for method in methods} for _ in rules]
     for index, (_, _, mask) in enumerate(samples):
         upsampled = {
             method: visualize.upsample_map(source[index], mask.shape)
@@ -432,20 +438,25 @@ def localization(
                 [visualize.normalize_map(upsampled[f"attention_{k}"]) for k in range(1, len(maps) + 1)],
                 axis=0,
             )
-        regions = {method: threshold_map(m, threshold) for method, m in upsampled.items()}
-        # The prior gets the area of the model's own region (its mean map).
-        area = regions[model_methods[-1]].mean() if threshold == "mean" else threshold
-        regions["gaussian_prior"] = gaussian_prior(mask.shape, float(area))
-        for method in methods:
-            per_image[method].append(jaccard(regions[method], mask))
-    return {
-        "threshold": threshold,
-        "count": len(samples),
-        "jaccard": {method: float(np.mean(per_image[method])) for method in methods},
-        "per_image": per_image,
-        "names": [name for name, _, _ in samples],
-        "predicted": probabilities.argmax(axis=-1).tolist(),
-    }
+        for rule, scores in zip(rules, per_image):
+            regions = {method: threshold_map(m, rule) for method, m in upsampled.items()}
+            # The prior gets the area of the model's own region (its mean map).
+            area = regions[model_methods[-1]].mean() if rule == "mean" else rule
+            regions["gaussian_prior"] = gaussian_prior(mask.shape, float(area))
+            for method in methods:
+                scores[method].append(jaccard(regions[method], mask))
+    results = [
+        {
+            "threshold": rule,
+            "count": len(samples),
+            "jaccard": {method: float(np.mean(scores[method])) for method in methods},
+            "per_image": scores,
+            "names": [name for name, _, _ in samples],
+            "predicted": probabilities.argmax(axis=-1).tolist(),
+        }
+        for rule, scores in zip(rules, per_image)
+    ]
+    return results[0] if single else results
 
 
 # --- Reports ------------------------------------------------------------------

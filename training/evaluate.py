@@ -125,15 +125,12 @@ def main(argv=None):
             )
             print(evaluate.format_classification(results["classification"]))
         if args.localization:
+            class_index = cam_class_index(args.cam_class, class_names)
             samples = evaluate.load_mask_dataset(args.localization, limit=args.mask_limit)
             baseline = evaluate.load_model(args.baseline) if args.baseline else None
-            class_index = cam_class_index(args.cam_class, class_names)
-            results["localization"] = [
-                evaluate.localization(
-                    model, samples, baseline, threshold=rule, class_index=class_index
-                )
-                for rule in args.threshold
-            ]
+            results["localization"] = evaluate.localization(
+                model, samples, baseline, threshold=args.threshold, class_index=class_index
+            )
             print(evaluate.format_localization(results["localization"]))
         if args.output:
             evaluate.save_json(results, args.output)

@@ -1,0 +1,343 @@
+"""Tests of keras_ltpa.evaluate and the training/evaluate.py CLI."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ltpa import build_model
+from keras_ltpa import evaluate
+from keras_ltpa import visualize
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_cli(name):
+    spec = importlib.util.spec_from_file_location(
+        f"training_{name}", REPO_ROOT / "training" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate_cli = _load_cli("evaluate")
+
+
+# --- Jaccard, thresholds, prior ---------------------------------------------
+
+
+def test_jaccard_values():
+    mask = np.zeros((6, 6), bool)
+    mask[1:4, 1:4] = True
+    assert evaluate.jaccard(mask, mask) == 1.0
+    assert evaluate.jaccard(mask, ~mask) == 0.0
+    shifted = np.roll(mask, 1, axis=1)  # 6 of 9 pixels shared, union 12
+    assert evaluate.jaccard(mask, shifted) == pytest.approx(6 / 12)
+    empty = np.zeros((6, 6), bool)
+    assert evaluate.jaccard(empty, empty) == 1.0
+    assert evaluate.jaccard(empty, mask) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate.jaccard(mask, mask[:5])
+
+
+def test_threshold_rules():
+    attention = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(
+        evaluate.threshold_map(attention, "mean"), attention > 5.5
+    )
+    top = evaluate.threshold_map(attention, 0.25)
+    assert top.sum() == 3 and top[2, 1:].all()
+    # Ties: exactly round(f * H * W) pixels even on a constant map.
+    assert evaluate.threshold_map(np.ones((10, 10)), 0.3).sum() == 30
+    assert not evaluate.threshold_map(np.ones((10, 10)), "mean").any()
+    for bad in ("median", 0.0, 1.0, 1.5, True):
+        with pytest.raises(ValueError, match="threshold"):
+            evaluate.threshold_map(attention, bad)
+
+
+@pytest.mark.parametrize("shape,area", [((40, 60), 0.25), ((33, 17), 0.1), ((20, 20), 0.5)])
+def test_gaussian_prior_has_the_stated_area(shape, area):
+    prior = evaluate.gaussian_prior(shape, area)
+    assert prior.shape == shape and prior.dtype == bool
+    assert prior.sum() == round(area * shape[0] * shape[1])
+    # Centred: the region's centroid is the image centre (within a pixel).
+    rows, columns = np.nonzero(prior)
+    assert abs(rows.mean() + 0.5 - shape[0] / 2) < 1.0
+    assert abs(columns.mean() + 0.5 - shape[1] / 2) < 1.0
+    # A level set of the Gaussian: every chosen pixel beats every other one.
+    values = evaluate.gaussian_map(shape)
+    assert values[prior].min() >= values[~prior].max()
+
+
+def test_gaussian_prior_extremes_and_errors():
+    assert not evaluate.gaussian_prior((5, 5), 0.0).any()
+    assert evaluate.gaussian_prior((5, 5), 1.0).all()
+    with pytest.raises(ValueError, match="area"):
+        evaluate.gaussian_prior((5, 5), 1.5)
+
+
+# --- Mask data -------------------------------------------------------------------
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_mask_resized_to_its_image(tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[:, 15:] = 255  # right half foreground, at half the image's size
+    _write(tmp_path / "rgb" / "a.png", image)
+    _write(tmp_path / "figure_ground" / "a.png", mask)
+    ((name, loaded_image, loaded_mask),) = evaluate.load_mask_dataset(tmp_path)
+    assert name == "a.png" and loaded_image.shape == (40, 60, 3)
+    assert loaded_mask.shape == (40, 60) and loaded_mask.dtype == bool
+    assert loaded_mask[:, 31:].all() and not loaded_mask[:, :29].any()
+
+
+def test_mask_dataset_errors(tmp_path):
+    _write(tmp_path / "rgb" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "figure_ground").mkdir()
+    with pytest.raises(ValueError, match="a.png"):
+        evaluate.load_mask_dataset(tmp_path)
+    (tmp_path / "rgb" / "list.csv").write_text("a,b")
+    with pytest.raises(ValueError, match="list.csv"):
+        evaluate.load_mask_dataset(tmp_path)
+    with pytest.raises(ValueError, match="mask_dir"):
+        evaluate.load_mask_dataset(tmp_path, mask_dir="masks")
+
+
+def test_real_horse_masks(shared_data_dir):
+    samples = evaluate.load_mask_dataset(shared_data_dir / "weizmann_horse", limit=4)
+    assert [name for name, _, _ in samples] == [f"horse00{i}.jpg" for i in range(1, 5)]
+    for _, image, mask in samples:
+        assert mask.shape == image.shape[:2]
+        assert 0.05 < mask.mean() < 0.6
+
+
+# --- Grad-CAM and localisation -------------------------------------------------------
+
+
+def test_grad_cam_matches_the_cam_of_a_linear_head():
+    # With global average pooling and a linear classifier, Grad-CAM's weights
+    # are the classifier weights / (h * w): cam = relu(A @ W[:, c]) / (h * w).
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    logits = keras.layers.Dense(3, name="classifier")(pooled)
+    model = keras.Model(inputs, logits)
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    activations = keras.ops.convert_to_numpy(
+        keras.Model(inputs, features)(images.astype("float32"))
+    )
+    kernel = keras.ops.convert_to_numpy(model.get_layer("classifier").kernel)
+    cam = evaluate.grad_cam(model, images, layer="features", class_index=1)
+    expected = np.maximum(activations @ kernel[:, 1], 0.0) / 64.0
+    np.testing.assert_allclose(cam, expected, rtol=1e-4, atol=1e-5)
+    # Default class: each image's prediction.
+    predicted = keras.ops.convert_to_numpy(model(images.astype("float32"))).argmax(-1)
+    cam = evaluate.grad_cam(model, images, layer="features")
+    for index, label in enumerate(predicted):
+        expected = np.maximum(activations[index] @ kernel[:, label], 0.0) / 64.0
+        np.testing.assert_allclose(cam[index], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no_layer"):
+        evaluate.grad_cam(model, images, layer="no_layer")
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    return (
+        build_model(10, width_multiplier=0.0625),
+        build_model(10, variant="noatt", width_multiplier=0.0625),
+    )
+
+
+def _synthetic_samples():
+    rng = np.random.default_rng(3)
+    samples = []
+    for index, (height, width) in enumerate([(48, 64), (30, 30)]):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = np.zeros((height, width), bool)
+        mask[height // 4 : 3 * height // 4, width // 3 :] = True
+        samples.append((f"s{index}", image, mask))
+    return samples
+
+
+def test_localization_recomputes_by_hand(tiny_models):
+    model, baseline = tiny_models
+    samples = _synthetic_samples()
+    result = evaluate.localization(model, samples, baseline, threshold=0.25)
+    assert list(result["jaccard"]) == [
+        "attention_1", "attention_2", "attention_3", "attention_mean",
+        "gaussian_prior", "baseline_cam",
+    ]
+    assert result["count"] == 2 and result["names"] == ["s0", "s1"]
+    inputs = visualize.resize_images_list([image for _, image, _ in samples], (32, 32))
+    _, maps = visualize.attention_maps(model, inputs)
+    cams = evaluate.grad_cam(baseline, inputs)
+    for index, (_, _, mask) in enumerate(samples):
+        up = [visualize.upsample_map(m[index], mask.shape) for m in maps]
+        mean = np.mean([visualize.normalize_map(u) for u in up], axis=0)
+        cam = visualize.upsample_map(cams[index], mask.shape)
+        expected = {
+            "attention_2": evaluate.jaccard(evaluate.threshold_map(up[1], 0.25), mask),
+            "attention_mean": evaluate.jaccard(evaluate.threshold_map(mean, 0.25), mask),
+            "gaussian_prior": evaluate.jaccard(evaluate.gaussian_prior(mask.shape, 0.25), mask),
+            "baseline_cam": evaluate.jaccard(evaluate.threshold_map(cam, 0.25), mask),
+        }
+        for method, value in expected.items():
+            assert result["per_image"][method][index] == pytest.approx(value)
+    for method, values in result["per_image"].items():
+        assert result["jaccard"][method] == pytest.approx(np.mean(values))
+
+
+def test_localization_mean_rule_prior_takes_the_model_area(tiny_models):
+    model, _ = tiny_models
+    samples = _synthetic_samples()[:1]
+    result, top = evaluate.localization(model, samples, threshold=["mean", 0.5])
+    assert result["threshold"] == "mean" and top["threshold"] == 0.5
+    assert top["per_image"]["gaussian_prior"] == [
+        evaluate.jaccard(evaluate.gaussian_prior(samples[0][2].shape, 0.5), samples[0][2])
+    ]
+    _, image, mask = samples[0]
+    inputs = visualize.resize_images(image[None], (32, 32))
+    _, maps = visualize.attention_maps(model, inputs)
+    mean = np.mean(
+        [visualize.normalize_map(visualize.upsample_map(m[0], mask.shape)) for m in maps],
+        axis=0,
+    )
+    region = evaluate.threshold_map(mean, "mean")
+    prior = evaluate.gaussian_prior(mask.shape, float(region.mean()))
+    assert prior.sum() == region.sum()
+    assert result["jaccard"]["gaussian_prior"] == pytest.approx(evaluate.jaccard(prior, mask))
+    assert "baseline_cam" not in result["jaccard"]
+
+
+def test_localization_of_the_baseline_uses_its_cam(tiny_models):
+    _, baseline = tiny_models
+    result = evaluate.localization(baseline, _synthetic_samples(), threshold=0.5)
+    assert list(result["jaccard"]) == ["cam", "gaussian_prior"]
+
+
+def test_localization_rejects_unmatched_masks(tiny_models):
+    model, _ = tiny_models
+    name, image, mask = _synthetic_samples()[0]
+    with pytest.raises(ValueError, match="s0"):
+        evaluate.localization(model, [(name, image, mask[:10])])
+
+
+# --- Classification -------------------------------------------------------------------
+
+
+def test_evaluate_classification_values():
+    # Identity logits: the "images" are the logits themselves.
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3, use_bias=False, kernel_initializer="identity")(inputs))
+    logits = np.array(
+        [[3, 2, 1], [3, 2, 1], [1, 3, 2], [1, 2, 3], [3, 1, 2]], dtype=np.float32
+    )
+    labels = np.array([0, 1, 1, 0, 2])
+    batches = [(logits[:3], labels[:3]), (logits[3:], labels[3:])]
+    result = evaluate.evaluate_classification(model, batches, ["a", "b", "c"], top_k=2)
+    assert result["count"] == 5
+    assert result["accuracy"] == pytest.approx(2 / 5)
+    assert result["top_k"] == 2 and result["top_k_accuracy"] == pytest.approx(4 / 5)
+    assert result["per_class"] == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
+    assert result["per_class_count"] == {"a": 2, "b": 2, "c": 1}
+    text = evaluate.format_classification(result)
+    assert "accuracy: 0.4000" in text and "top-2 accuracy: 0.8000" in text
+    with pytest.raises(ValueError, match="no images"):
+        evaluate.evaluate_classification(model, [])
+
+
+# --- Model files and reports -------------------------------------------------------------
+
+
+def test_find_model_file(tmp_path):
+    (tmp_path / "checkpoint.keras").write_text("")
+    assert evaluate.find_model_file(tmp_path) == str(tmp_path / "checkpoint.keras")
+    (tmp_path / "other.keras").write_text("")
+    with pytest.raises(ValueError, match="checkpoint.keras, other.keras"):
+        evaluate.find_model_file(tmp_path)
+    (tmp_path / "model.keras").write_text("")
+    assert evaluate.find_model_file(tmp_path) == str(tmp_path / "model.keras")
+    (tmp_path / "weights.h5").write_text("")
+    with pytest.raises(ValueError, match="weights.h5"):
+        evaluate.find_model_file(tmp_path / "weights.h5")
+
+
+def test_save_json_round_trip(tmp_path):
+    path = evaluate.save_json({"a": [1, 2.5]}, tmp_path / "r.json")
+    assert json.loads(pathlib.Path(path).read_text()) == {"a": [1, 2.5]}
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_models(tiny_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+    tiny_models[0].save(folder / "att.keras")
+    tiny_models[1].save(folder / "noatt.keras")
+    return folder
+
+
+def test_cli_accuracy_and_localization(saved_models, shared_data_dir, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"),
+        "--data-dir", str(shared_data_dir / "cifar10"), "--limit", "40",
+        "--batch-size", "20",
+        "--localization", str(shared_data_dir / "weizmann_horse"), "--mask-limit", "3",
+        "--baseline", str(saved_models / "noatt.keras"),
+        "--threshold", "mean", "0.25", "--cam-class", "horse",
+        "--output", str(output),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "images: 40" in printed and "mean Jaccard index over 3 images" in printed
+    results = json.loads(output.read_text())
+    assert results["classification"]["count"] == 40
+    assert sum(results["classification"]["per_class_count"].values()) == 40
+    rules = [r["threshold"] for r in results["localization"]]
+    assert rules == ["mean", 0.25]
+    for entry in results["localization"]:
+        assert set(entry["jaccard"]) == {
+            "attention_1", "attention_2", "attention_3", "attention_mean",
+            "gaussian_prior", "baseline_cam",
+        }
+        assert all(0.0 <= v <= 1.0 for v in entry["jaccard"].values())
+        assert len(entry["per_image"]["attention_1"]) == 3
+        assert f"{entry['jaccard']['attention_mean']:.4f}" in printed
+
+
+def test_cli_errors(saved_models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.main(["--model", str(saved_models / "att.keras")])
+    assert exit_info.value.code == 2
+    assert "nothing to do" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_cli.main([
+            "--model", "m.keras", "--localization", "x", "--threshold", "median",
+        ])
+    assert "median" in capsys.readouterr().err
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"), "--localization", str(tmp_path),
+    ])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "rgb") in err and "Traceback" not in err
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"), "--localization", str(tmp_path),
+        "--cam-class", "zebra",
+    ])
+    assert code == 2
+    assert "zebra" in capsys.readouterr().err
