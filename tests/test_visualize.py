@@ -4,6 +4,7 @@ import importlib.util
 import os
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 from matplotlib import colormaps
@@ -283,3 +284,15 @@ def test_cli_errors_name_the_problem(saved_model, tmp_path, capsys):
     ])
     assert code == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_attention_grid_under_mixed_precision(images):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_model(10, width_multiplier=0.0625)
+    probabilities, maps = visualize.attention_maps(model, images[:2])
+    assert probabilities.dtype == np.float32
+    for attention in maps:
+        assert attention.dtype == np.float32
+        np.testing.assert_allclose(attention.sum(axis=(1, 2)), 1.0, atol=1e-2)
+    grid = visualize.attention_grid(model, images[:2], tile_size=32)
+    assert grid.shape == visualize.grid_size(2, 3, (32, 32), 32) + (3,)
