@@ -1,0 +1,354 @@
+"""What every benchmark script shares: the record of where it ran, timing, FLOPs.
+
+Each script in `benchmarks/` measures one thing and writes one JSON file to
+`benchmarks/results/`. This module holds only the parts they have in
+common, so each script still reads top to bottom on its own:
+
+- `environment()`: machine (CPU model, cores, GPU), versions (python, keras,
+  tensorflow, jax, torch), the Keras backend, the threading/oneDNN variables
+  that change CPU timings, and the load average (the machine may be shared).
+- `time_steps()`: per-call wall times after warm-up calls, and their summary.
+- `peak_rss_mib()`: the process's peak resident memory (`ru_maxrss`).
+- `forward_flops()`: the forward pass's floating-point operations, counted
+  analytically from the layer shapes of a functional Keras model.
+- `write_result()`: the JSON file, written to a temporary name then renamed.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA_DIR = pathlib.Path(
+    os.environ.get("KERAS_LTPA_SHARED", REPO_ROOT.parent / "shared")
+) / "data"
+
+# Environment variables that change CPU timings; recorded with every result.
+TIMING_VARIABLES = (
+    "KERAS_BACKEND",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS",
+    "XLA_FLAGS",
+    "OMP_NUM_THREADS",
+    "KMP_BLOCKTIME",
+    "KMP_AFFINITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+)
+
+
+def _cpu_model():
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags():
+    """The CPU features that decide which bf16/int8 kernels can run."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
+              "amx_bf16", "amx_tile", "amx_int8")
+    return [flag for flag in wanted if flag in flags]
+
+
+def _gpus():
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip()]
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_average():
+    """The 1-, 5- and 15-minute load averages (other work on the machine)."""
+    return list(os.getloadavg())
+
+
+def environment():
+    """Where and with what a benchmark ran, as a JSON-ready dict."""
+    import keras
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "cpu_flags": _cpu_flags(),
+            "gpus": _gpus(),
+            "memory_gib": round(
+                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
+            ),
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+            "tensorflow": _version("tensorflow"),
+            "jax": _version("jax"),
+            "jaxlib": _version("jaxlib"),
+            "torch": _version("torch"),
+        },
+        "backend": keras.backend.backend(),
+        "variables": {
+            name: os.environ[name] for name in TIMING_VARIABLES if name in os.environ
+        },
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    }
+
+
+def peak_rss_mib():
+    """Peak resident set size of this process so far, in MiB.
+
+    `resource.getrusage(RUSAGE_SELF).ru_maxrss` (KiB on Linux): everything
+    the process ever held at once, framework and allocator caches included.
+    """
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def time_steps(step, steps, warmup=1):
+    """Calls `step()` `warmup` times untimed, then `steps` times timed.
+
+    `step` must block until its result is ready (e.g. convert the output to
+    NumPy), otherwise an asynchronous backend would be timed at dispatch.
+
+    Returns:
+        A dict: `warmup_seconds` (the first calls, which include tracing and
+        compilation), `step_seconds` (each timed call), and `median_seconds`.
+    """
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warmup_seconds = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {
+        "warmup_seconds": round(warmup_seconds, 3),
+        "step_seconds": [round(t, 5) for t in times],
+        "median_seconds": statistics.median(times),
+    }
+
+
+def percentile(values, q):
+    """The q-th percentile (0..100) of `values`, linear interpolation."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _shape(tensor):
+    return tuple(tensor.shape)
+
+
+def _product(values):
+    result = 1
+    for value in values:
+        result *= value
+    return result
+
+
+def forward_flops(model, batch_size=1):
+    """Floating-point operations of one forward pass, from the layer shapes.
+
+    A multiply-add counts as 2. Convolutions, dense layers, the attention
+    projector, compatibility scores and attention pooling are "matmul"
+    FLOPs (what a bf16 matmul unit executes); batch norm, ReLU, pooling,
+    rescaling and softmax are "elementwise". Nested functional models are
+    walked; unknown layers count 0 and are listed.
+
+    Args:
+        model: a functional `keras.Model` with static spatial shapes.
+        batch_size: images per forward pass.
+
+    Returns:
+        A dict: `matmul`, `elementwise`, `total` (FLOPs for `batch_size`
+        images), `per_layer` {name: FLOPs per image} and `uncounted` names.
+    """
+    import keras
+
+    matmul = {}
+    elementwise = {}
+    uncounted = []
+
+    def elements(tensor):
+        return _product(_shape(tensor)[1:])
+
+    def visit(layer):
+        name = layer.name
+        if isinstance(layer, keras.Model) and hasattr(layer, "_operations"):
+            for inner in layer.layers:
+                visit(inner)
+            return
+        kind = type(layer).__name__
+        output = layer.output
+        inputs = layer.input
+        if kind == "InputLayer":
+            return
+        if kind == "Conv2D":
+            kernel = _shape(layer.kernel)  # (kh, kw, cin, cout)
+            positions = _product(_shape(output)[1:3])
+            matmul[name] = 2 * positions * _product(kernel)
+            if layer.use_bias:
+                elementwise[name] = elements(output)
+        elif kind == "Dense":
+            matmul[name] = 2 * _product(_shape(layer.kernel))
+        elif kind == "LinearProjector":
+            matmul[name] = 2 * elements(output) * _shape(layer.kernel)[0]
+        elif kind == "CompatibilityScore":
+            local = _shape(inputs[0])
+            size = _product(local[1:])
+            # pc: l + g then a dot with u; dp: a dot with g.
+            matmul[name] = 2 * size
+            if layer.mode == "pc":
+                elementwise[name] = size
+        elif kind == "AttentionPool":
+            local = _shape(inputs[0])
+            positions = _product(local[1:3])
+            matmul[name] = 2 * _product(local[1:])
+            # max, subtract, exp, sum, divide over the scores.
+            elementwise[name] = 5 * positions
+        elif kind in ("BatchNormalization", "Rescaling"):
+            elementwise[name] = 2 * elements(output)
+        elif kind in ("ReLU", "Activation", "Add"):
+            elementwise[name] = elements(output)
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            window = _product(layer.pool_size)
+            elementwise[name] = (window - 1) * elements(output)
+        elif kind == "ProbabilityAverage":
+            elementwise[name] = 4 * len(inputs) * elements(output)
+        elif kind in (
+            "Flatten", "Concatenate", "Dropout", "Reshape", "GlobalAveragePooling2D"
+        ):
+            if kind == "GlobalAveragePooling2D":
+                elementwise[name] = elements(inputs)
+        else:
+            uncounted.append(name)
+
+    for layer in model.layers:
+        visit(layer)
+    per_layer = {
+        name: matmul.get(name, 0) + elementwise.get(name, 0)
+        for name in list(dict.fromkeys(list(matmul) + list(elementwise)))
+    }
+    total_matmul = sum(matmul.values()) * batch_size
+    total_elementwise = sum(elementwise.values()) * batch_size
+    return {
+        "matmul": total_matmul,
+        "elementwise": total_elementwise,
+        "total": total_matmul + total_elementwise,
+        "per_layer": per_layer,
+        "uncounted": uncounted,
+    }
+
+
+def write_result(name, payload, output_dir=None):
+    """Writes `payload` as `<output_dir>/<name>.json` (temp file, then rename).
+
+    Returns:
+        The path written.
+    """
+    output_dir = pathlib.Path(output_dir or RESULTS_DIR)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{name}.json"
+    handle, temporary = tempfile.mkstemp(
+        dir=output_dir, prefix=f".{name}.", suffix=".json.tmp"
+    )
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(payload, file, indent=2, sort_keys=False)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def run_script(script, arguments, backend, timeout=None):
+    """Runs `benchmarks/<script>` in a fresh process under `backend`.
+
+    A fresh process per configuration keeps the backend, the dtype policy
+    and the peak-memory figure of one configuration from leaking into the
+    next.
+
+    Returns:
+        The result dict the script wrote (its "wrote PATH" line), or a dict
+        with `error` and the tail of its output when it failed.
+    """
+    command = [sys.executable, str(pathlib.Path(__file__).parent / script)]
+    command += [str(argument) for argument in arguments]
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    try:
+        completed = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s", "command": command}
+    written = [
+        line[len("wrote "):].strip()
+        for line in completed.stdout.splitlines()
+        if line.startswith("wrote ")
+    ]
+    if completed.returncode != 0 or not written:
+        tail = (completed.stdout + completed.stderr)[-2000:]
+        return {"error": f"exit code {completed.returncode}", "output": tail,
+                "command": command}
+    with open(written[-1]) as file:
+        return json.load(file)
+
+
+def add_common_flags(parser):
+    """`--smoke` and `--output-dir`, the flags every script takes."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="One tiny step on a width-0.0625 model, to check the script runs "
+        "(numbers meaningless; the result file gets a `smoke` mark).",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=str(RESULTS_DIR),
+        help="Where the JSON result goes (default: benchmarks/results).",
+    )
+    return parser

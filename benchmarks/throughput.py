@@ -1,0 +1,174 @@
+"""Training and inference images/s of the paper's model on this machine.
+
+The full "Learn To Pay Attention" model (att3-concat-pc, 10 classes, 32x32
+input, 19.9M parameters) trained the way `training/fit.py` trains it (SGD
+with momentum and weight decay, cross-entropy from logits, accuracy
+metric), on a fixed synthetic batch so only the model is timed. One process
+measures one configuration: the backend comes from `KERAS_BACKEND`, the
+rest from flags. Warm-up steps (tracing, XLA compilation) are timed
+separately and not counted.
+
+Commands (one configuration each; `run_all.py` runs the whole matrix):
+
+    KERAS_BACKEND=tensorflow python benchmarks/throughput.py \
+        --precision mixed_bfloat16 --jit-compile off --batch-size 32
+    KERAS_BACKEND=jax python benchmarks/throughput.py --precision float32
+    KERAS_BACKEND=torch python benchmarks/throughput.py --mode inference
+
+    # A few seconds, to check the script still runs:
+    KERAS_BACKEND=jax python benchmarks/throughput.py --smoke
+
+Writes `benchmarks/results/throughput_<backend>_<precision>_<xla|noxla>_
+b<batch>_<mode>[_s<size>].json` with images/s, per-step times, peak memory
+(`ru_maxrss`: the whole process, framework included), forward FLOPs, and
+the machine, versions and load average.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+import common
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_CHOICES = {"on": True, "off": False, "auto": "auto"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mode", choices=("train", "inference", "both"), default="both")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument(
+        "--jit-compile",
+        choices=tuple(JIT_CHOICES),
+        default="auto",
+        help="XLA (TF, JAX) or torch.compile (torch); 'auto' is Keras's "
+        "choice (TF on CPU: off; JAX: on; torch: off).",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--width-multiplier", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=5, help="Timed steps.")
+    parser.add_argument("--warmup", type=int, default=2, help="Untimed first steps.")
+    common.add_common_flags(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.width_multiplier, args.steps, args.warmup = 0.0625, 1, 1
+        args.batch_size = min(args.batch_size, 4)
+    return args
+
+
+def result_name(args, backend):
+    xla = {"on": "xla", "off": "noxla", "auto": "autoxla"}[args.jit_compile]
+    name = f"throughput_{backend}_{args.precision}_{xla}_b{args.batch_size}_{args.mode}"
+    if args.input_size != 32:
+        name += f"_s{args.input_size}"
+    if args.width_multiplier != 1.0:
+        name += f"_w{args.width_multiplier:g}"
+    return name + ("_smoke" if args.smoke else "")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    load_at_start = common.load_average()
+
+    import keras
+
+    import keras_ltpa
+
+    backend = keras.backend.backend()
+    keras.config.set_dtype_policy(args.precision)
+    keras.utils.set_random_seed(0)
+    rss_after_import = common.peak_rss_mib()
+
+    size = args.input_size
+    model = keras_ltpa.build_model(
+        10,
+        (size, size, 3),
+        variant="att3-concat-pc",
+        width_multiplier=args.width_multiplier,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=JIT_CHOICES[args.jit_compile],
+    )
+    # Raw 0..255 pixels, as the model takes them; fixed so every step is the same.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size, size, size, 3)).astype("float32")
+    labels = rng.integers(0, 10, (args.batch_size,)).astype("int32")
+
+    result = {
+        "benchmark": "throughput",
+        "smoke": args.smoke,
+        "settings": {
+            "model": "att3-concat-pc",
+            "num_classes": 10,
+            "input_size": size,
+            "width_multiplier": args.width_multiplier,
+            "parameters": model.count_params(),
+            "precision": args.precision,
+            "jit_compile": args.jit_compile,
+            "jit_compile_resolved": None,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "mode": args.mode,
+        },
+        "forward_gflops_per_image": round(
+            common.forward_flops(model)["total"] / 1e9, 4
+        ),
+        "memory": {"peak_rss_mib_after_import": rss_after_import},
+    }
+
+    if args.mode in ("train", "both"):
+        # `train_on_batch` runs the same compiled train step as `fit`; the
+        # returned Python floats make each call wait for its step to finish.
+        timing = common.time_steps(
+            lambda: model.train_on_batch(images, labels),
+            steps=args.steps,
+            warmup=args.warmup,
+        )
+        timing["images_per_second"] = round(
+            args.batch_size / timing["median_seconds"], 3
+        )
+        result["train"] = timing
+        result["memory"]["peak_rss_mib_after_train"] = common.peak_rss_mib()
+
+    if args.mode in ("inference", "both"):
+        # `predict_on_batch` runs the compiled predict step and returns NumPy.
+        timing = common.time_steps(
+            lambda: model.predict_on_batch(images),
+            steps=args.steps,
+            warmup=args.warmup,
+        )
+        timing["images_per_second"] = round(
+            args.batch_size / timing["median_seconds"], 3
+        )
+        result["inference"] = timing
+        result["memory"]["peak_rss_mib_after_inference"] = common.peak_rss_mib()
+
+    result["settings"]["jit_compile_resolved"] = bool(model.jit_compile)
+    result["memory"]["peak_rss_mib"] = common.peak_rss_mib()
+    result["memory"]["method"] = "resource.getrusage(RUSAGE_SELF).ru_maxrss"
+    result["load_average"] = {"start": load_at_start, "end": common.load_average()}
+    result["environment"] = common.environment()
+    path = common.write_result(result_name(args, backend), result, args.output_dir)
+
+    summary = [f"{backend} {args.precision} jit={args.jit_compile} b={args.batch_size}"]
+    for mode in ("train", "inference"):
+        if mode in result:
+            summary.append(f"{mode} {result[mode]['images_per_second']:.2f} img/s")
+    summary.append(f"peak {result['memory']['peak_rss_mib']:.0f} MiB")
+    print(" | ".join(summary))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,259 @@
+"""Smoke tests of the benchmark scripts, and checks of what they compute.
+
+Each script runs once with `--smoke` (a width-0.0625 model, one or two
+steps) and must write a complete result file. Timings are never asserted:
+only that the scripts run, and that the numbers they derive (FLOPs,
+percentiles, tables) are right.
+"""
+
+import json
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _benchmarks_importable():
+    sys.path.insert(0, str(BENCHMARKS_DIR))
+    yield
+    sys.path.remove(str(BENCHMARKS_DIR))
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def _check_environment(result):
+    environment = result["environment"]
+    assert environment["backend"] == keras.backend.backend()
+    assert environment["machine"]["cores"] >= 1
+    assert environment["machine"]["cpu"]
+    assert environment["versions"]["keras"] == keras.__version__
+    assert len(result["load_average"]["start"]) == 3
+    assert result["smoke"] is True
+
+
+# The paper's VGG at 32x32: (side, input channels, output channels) of each
+# 3x3 convolution (block 6 runs at 4x4 then 2x2), then the 1x1 "dense" layer.
+PAPER_CONVOLUTIONS = (
+    [(32, 3, 64), (32, 64, 64), (32, 64, 128), (32, 128, 128)]
+    + [(32, 128, 256), (32, 256, 256), (32, 256, 256)]
+    + [(16, 256, 512), (16, 512, 512), (16, 512, 512)]
+    + [(8, 512, 512)] * 3
+    + [(4, 512, 512), (2, 512, 512)]
+)
+
+
+def test_forward_flops_match_the_paper_model_by_hand():
+    import common
+
+    import keras_ltpa
+
+    counted = common.forward_flops(keras_ltpa.build_model(10))
+    conv_flops = sum(2 * side * side * 9 * cin * cout for side, cin, cout in PAPER_CONVOLUTIONS)
+    per_layer = counted["per_layer"]
+    conv_names = [
+        name for name in per_layer if "_conv" in name and name.startswith("block")
+    ]
+    assert len(conv_names) == len(PAPER_CONVOLUTIONS)
+    # Conv layers also count one add per output for their bias.
+    biases = sum(side * side * cout for side, _, cout in PAPER_CONVOLUTIONS)
+    assert sum(per_layer[name] for name in conv_names) == conv_flops + biases
+    assert per_layer["global_dense"] == 2 * 512 * 512 + 512
+    assert per_layer["projector_1"] == 2 * 32 * 32 * 256 * 512
+    assert per_layer["classifier"] == 2 * 3 * 512 * 10
+    assert counted["uncounted"] == []
+    assert counted["total"] == counted["matmul"] + counted["elementwise"]
+    # Convolutions are almost all of it: 7.85 GFLOPs per image.
+    assert counted["total"] == pytest.approx(7.8517e9, rel=1e-4)
+    twice = common.forward_flops(keras_ltpa.build_model(10), batch_size=2)
+    assert twice["total"] == 2 * counted["total"]
+
+
+def test_percentile_matches_numpy():
+    import common
+
+    values = list(np.random.default_rng(0).exponential(size=37))
+    for q in (0, 50, 90, 99, 100):
+        assert common.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_write_result_is_atomic_and_readable(tmp_path):
+    import common
+
+    path = common.write_result("demo", {"a": 1, "b": [1.5, None]}, tmp_path)
+    assert _read(path) == {"a": 1, "b": [1.5, None]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
+    with pytest.raises(TypeError):
+        common.write_result("broken", {"x": object()}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
+
+
+def test_throughput_smoke(tmp_path):
+    import throughput
+
+    result = throughput.main(
+        ["--smoke", "--precision", "mixed_bfloat16", "--output-dir", str(tmp_path)]
+    )
+    (path,) = tmp_path.glob("throughput_*_smoke.json")
+    assert _read(path) == json.loads(json.dumps(result))
+    _check_environment(result)
+    assert result["settings"]["precision"] == "mixed_bfloat16"
+    assert result["settings"]["width_multiplier"] == 0.0625
+    for mode in ("train", "inference"):
+        timing = result[mode]
+        assert len(timing["step_seconds"]) == 1
+        assert timing["images_per_second"] == pytest.approx(
+            result["settings"]["batch_size"] / timing["median_seconds"], rel=1e-3
+        )
+    assert result["memory"]["peak_rss_mib"] >= result["memory"]["peak_rss_mib_after_import"] > 0
+    # Width 1/16 of every layer: about 1/256 of the full model's FLOPs.
+    assert 0.02 < result["forward_gflops_per_image"] < 0.05
+
+
+def test_flops_smoke(tmp_path):
+    import flops
+
+    result = flops.main(["--smoke", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    entry = result["forward_flops"]["32"]
+    assert entry["gflops"] == pytest.approx(entry["matmul_gflops"] + entry["elementwise_gflops"], abs=2e-4)
+    if keras.backend.backend() == "tensorflow":
+        # The TF profiler's own count of the traced graph agrees.
+        assert entry["tf_profiler_gflops"] == pytest.approx(entry["gflops"], rel=0.02)
+    for dtype in ("float32", "bfloat16"):
+        assert result["matmul_rate"][dtype]["best"] > 0
+    assert (tmp_path / "flops_{}_smoke.json".format(keras.backend.backend())).is_file()
+
+
+def test_data_pipeline_smoke(tmp_path, shared_data_dir):
+    import data_pipeline
+
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    # A training rate to compare against, as throughput.py writes it.
+    (results_dir / "throughput_x.json").write_text(json.dumps({
+        "smoke": False, "train": {"images_per_second": 10.0},
+        "settings": {"width_multiplier": 1.0, "input_size": 32, "batch_size": 32},
+    }))
+    result = data_pipeline.main([
+        "--smoke", "--data-dir", str(shared_data_dir / "cifar10"),
+        "--results-dir", str(results_dir), "--output-dir", str(tmp_path),
+    ])
+    _check_environment(result)
+    assert result["uncached"]["timed_images"] == 2 * 8
+    assert result["cached"]["images_per_second"] > 0
+    assert result["settings"]["classes"] == 10
+    assert result["training_rate"]["images_per_second"] == 10.0
+    assert result["pipeline_over_training"] == pytest.approx(
+        result["uncached"]["images_per_second"] / 10.0, rel=0.01
+    )
+
+
+@pytest.mark.tf_only
+def test_latency_smoke(tmp_path):
+    import latency
+
+    result = latency.main(["--smoke", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    expected = {
+        "keras_predict_logits", "keras_predict_attention",
+        "keras_predict_attention_folded", "savedmodel_folded_serving_default",
+        "savedmodel_folded_serve_bytes",
+    }
+    assert set(result["latency"]) == expected
+    for entry in result["latency"].values():
+        assert 0 < entry["min_ms"] <= entry["p50_ms"] <= entry["p99_ms"]
+    ideal = result["ideal_latency_ms"]["bfloat16"]
+    assert ideal == pytest.approx(
+        result["forward_gflops"] / result["matmul_gflops_per_second"]["bfloat16"] * 1e3,
+        rel=0.01,
+    )
+
+
+@pytest.mark.tf_only
+def test_profile_smoke(tmp_path):
+    import profile_steps
+
+    result = profile_steps.main(["--smoke", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    for mode in ("train", "inference"):
+        rows = result[mode]["by_op_type"]["rows"]
+        assert sum(row["share"] for row in rows) == pytest.approx(1.0, abs=0.01)
+        names = {row["name"] for row in rows}
+        assert not any("::" in name or name == "Process" for name in names)
+        layers = {row["name"] for row in result[mode]["by_layer"]["rows"]}
+        # The convolutions show up under their layer names.
+        assert "block3_conv2" in layers
+    assert any("Backprop" in row["name"] for row in result["train"]["by_op_type"]["rows"])
+
+
+@pytest.mark.slow
+def test_scaling_smoke(tmp_path):
+    import common
+    import scaling
+
+    import keras_ltpa
+
+    # One point (64x64) in a child process: the plumbing of the sweeps.
+    result = scaling.main(["--smoke", "--sweep", "size", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    assert "by_batch_size" not in result
+    (point,) = result["by_input_size"]
+    assert "error" not in point, point
+    for mode, passes in (("train", 3), ("inference", 1)):
+        entry = point[mode]
+        assert entry["ms_per_image"] == pytest.approx(
+            1e3 / entry["images_per_second"], rel=0.01
+        )
+        assert entry["achieved_gflops_per_second"] == pytest.approx(
+            entry["images_per_second"] * point["forward_gflops_per_image"] * passes,
+            rel=0.05, abs=0.1,
+        )
+    # 64x64 has 4x the pixels of 32x32: 4x the FLOPs per image.
+    assert point["input_size"] == 64
+    small = common.forward_flops(keras_ltpa.build_model(10, width_multiplier=0.0625))
+    assert point["forward_gflops_per_image"] == pytest.approx(
+        4 * small["total"] / 1e9, rel=0.02
+    )
+
+
+def test_run_all_report_builds_tables(tmp_path, monkeypatch):
+    import run_all
+
+    results = tmp_path / "results"
+    results.mkdir()
+    environment = {"backend": "jax"}
+    load = {"start": [0.1, 0.2, 0.3], "end": [0.4, 0.5, 0.6]}
+    (results / "throughput_a.json").write_text(json.dumps({
+        "benchmark": "throughput", "smoke": False, "environment": environment,
+        "load_average": load,
+        "settings": {"width_multiplier": 1.0, "input_size": 32, "precision": "float32",
+                     "jit_compile_resolved": True, "batch_size": 32},
+        "train": {"images_per_second": 12.5}, "inference": {"images_per_second": 40.0},
+        "memory": {"peak_rss_mib": 2048.4},
+    }))
+    (results / "throughput_smoke.json").write_text(json.dumps({
+        "benchmark": "throughput", "smoke": True,
+    }))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Intro kept\n\n{run_all.BEGIN}\nold\n{run_all.END}\n\nOutro kept\n")
+    monkeypatch.setattr(run_all, "README", readme)
+    assert run_all.main(["--report-only", "--results-dir", str(results)])
+    text = readme.read_text()
+    assert text.startswith("# Intro kept") and text.rstrip().endswith("Outro kept")
+    assert "old" not in text
+    assert "| jax | float32 | XLA on | 32 | 12.5 | 40.0 | 2048 | 0.10 / 0.40 |" in text
+
+
+def test_run_all_rejects_unknown_part():
+    import run_all
+
+    with pytest.raises(SystemExit) as raised:
+        run_all.parse_args(["--only", "speed"])
+    assert raised.value.code == 2
