@@ -626,6 +626,9 @@ def export_saved_model(
     """
     name = DEFAULT_MODEL_NAME if name is None else name
     _check_export_arguments(name, version, top_k)
+    model_dir = os.path.join(os.fspath(export_dir), name)
+    if version is not None:
+        _free_version_dir(model_dir, name, version)
     if isinstance(model, keras.Model):
         _check_model(model)
         _check_class_names(class_names, model.output_shape[-1])
@@ -648,24 +651,15 @@ def export_saved_model(
     class_names = _check_class_names(class_names, num_classes)
     top_k = min(top_k, num_classes)
 
-    model_dir = os.path.join(os.fspath(export_dir), name)
     if version is None:
         versions = _model_versions(model_dir)
         version = versions[-1] + 1 if versions else 1
-    version_dir = os.path.join(model_dir, str(version))
-    if os.path.exists(version_dir):
-        raise ValueError(
-            f"Version {version} of model {name!r} already exists at "
-            f"{version_dir!r}; versions are never overwritten. Pass another "
-            "`version` or leave it None for the next free one."
-        )
+    version_dir = _free_version_dir(model_dir, name, version)
 
     serving_model, fold_info = _serving_model(model, fold_batch_norm)
-    os.makedirs(model_dir, exist_ok=True)
-    # Hidden and non-numeric: TF Serving ignores it while it is incomplete.
-    staging = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir)
-    try:
-        predictor = _write_saved_model(serving_model, staging, class_names, top_k)
+
+    def write(path):
+        predictor = _write_saved_model(serving_model, path, class_names, top_k)
         metadata = {
             "format": "keras_ltpa SavedModel",
             "model": model.name,
@@ -685,11 +679,27 @@ def export_saved_model(
                 "tensorflow": tf.__version__,
             },
         }
-        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+        os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+        with open(os.path.join(path, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2)
-        # mkdtemp creates the directory readable by its owner only; a server
-        # running as another user must be able to read the version.
+
+    _write_version(model_dir, version_dir, write)
+    return version_dir
+
+
+def _write_version(model_dir, version_dir, write):
+    """Calls `write(staging_dir)`, then renames the staging dir to `version_dir`.
+
+    The staging directory is hidden and not a number, so TF Serving ignores
+    it while it is incomplete; it is removed if anything fails.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    version = os.path.basename(version_dir)
+    staging = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir)
+    try:
+        write(staging)
+        # mkdtemp makes the directory private to its owner; a server running
+        # as another user must be able to read the version.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)
@@ -697,12 +707,22 @@ def export_saved_model(
             os.rename(staging, version_dir)
         except OSError:
             raise ValueError(
-                f"Version {version} of model {name!r} appeared at {version_dir!r} "
-                "while exporting (another export?); it was left untouched."
+                f"{version_dir!r} appeared while exporting (another export?); "
+                "it was left untouched."
             ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _free_version_dir(model_dir, name, version):
+    version_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(version_dir):
+        raise ValueError(
+            f"Version {version} of model {name!r} already exists at "
+            f"{version_dir!r}; versions are never overwritten. Pass another "
+            "`version` or leave it None for the next free one."
+        )
     return version_dir
 
 

@@ -1,0 +1,120 @@
+"""training/export.py end to end: exports, versions, clear errors."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CLI = str(REPO_ROOT / "training" / "export.py")
+CLASS_NAMES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# The CLI always runs the TensorFlow backend; the model file is written under
+# TensorFlow too, so this file costs the same under every backend.
+SAVE_MODEL = textwrap.dedent(
+    """
+    import sys
+    import keras
+    from keras_ltpa import build_model
+    keras.utils.set_random_seed(0)
+    build_model(10, width_multiplier=0.0625).save(sys.argv[1])
+    """
+)
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ, KERAS_BACKEND="jax")  # the CLI must override it
+    return subprocess.run(
+        [sys.executable, CLI, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    subprocess.run(
+        [sys.executable, "-c", SAVE_MODEL, str(path)],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_cli_exports_a_version_and_refuses_to_overwrite_it(keras_file, tmp_path):
+    names = tmp_path / "classes.txt"
+    names.write_text("\n".join(CLASS_NAMES) + "\n")
+    result = run_cli(
+        keras_file, "--export-dir", tmp_path / "out", "--name", "cifar",
+        "--version", 5, "--top-k", 3, "--class-names", names,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    version_dir = tmp_path / "out" / "cifar" / "5"
+    assert result.stdout.strip().splitlines()[-1] == str(version_dir)
+    assert (version_dir / "saved_model.pb").is_file()
+    metadata = json.loads((version_dir / "assets.extra" / "keras_ltpa.json").read_text())
+    assert metadata["class_names"] == CLASS_NAMES
+    assert metadata["top_k"] == 3
+    assert metadata["batch_norm_folded"] is True
+    assert sorted(os.listdir(tmp_path / "out" / "cifar")) == ["5"]
+
+    again = run_cli(keras_file, "--export-dir", tmp_path / "out", "--name", "cifar",
+                    "--version", 5)
+    assert_clean_error(again, "already exists", str(version_dir))
+    assert sorted(os.listdir(tmp_path / "out" / "cifar")) == ["5"]
+
+
+@pytest.mark.slow
+def test_cli_next_version_unfolded_with_comma_names(keras_file, tmp_path):
+    (tmp_path / "saved_models" / "ltpa" / "2").mkdir(parents=True)
+    result = run_cli(
+        keras_file, "--no-fold-batch-norm", "--class-names", ",".join(CLASS_NAMES),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    version_dir = tmp_path / "saved_models" / "ltpa" / "3"
+    assert result.stdout.strip().splitlines()[-1] == os.path.join("saved_models", "ltpa", "3")
+    metadata = json.loads((version_dir / "assets.extra" / "keras_ltpa.json").read_text())
+    assert metadata["batch_norm_folded"] is False
+    assert metadata["class_names"] == CLASS_NAMES and metadata["top_k"] == 5
+
+
+def test_cli_argument_errors(tmp_path):
+    missing = tmp_path / "missing.keras"
+    assert_clean_error(run_cli(missing), "model file not found", str(missing))
+    text_file = tmp_path / "model.h5"
+    text_file.write_text("x")
+    assert_clean_error(run_cli(text_file), "must be a .keras file")
+    model = tmp_path / "m.keras"
+    model.write_text("x")
+    assert_clean_error(run_cli(model, "--top-k", "0"), "--top-k", "positive integer")
+    assert_clean_error(run_cli(model, "--version", "abc"), "--version", "positive integer")
+    assert_clean_error(
+        run_cli(model, "--class-names", tmp_path / "names.txt"), "--class-names file not found"
+    )
+    bad_json = tmp_path / "names.json"
+    bad_json.write_text('{"a": 1}')
+    assert_clean_error(run_cli(model, "--class-names", bad_json), "JSON list of strings")
+
+
+@pytest.mark.slow
+def test_cli_corrupt_model_and_wrong_class_count(keras_file, tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a whole zip file")
+    assert_clean_error(run_cli(corrupt, "--export-dir", tmp_path), "Cannot load the Keras model",
+                       str(corrupt))
+    result = run_cli(keras_file, "--export-dir", tmp_path, "--class-names", "a,b,c")
+    assert_clean_error(result, "`class_names` must be 10 strings")
+    assert not any(p.name.isdigit() for p in tmp_path.rglob("*"))
