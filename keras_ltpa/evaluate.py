@@ -91,6 +91,30 @@ def load_model(path):
     return keras.saving.load_model(find_model_file(path), compile=False)
 
 
+def run_class_names(path):
+    """The class names saved with a training run, or None.
+
+    Reads `class_names` from the run's `config.json` (written by
+    `keras_ltpa.training.run_training`), looked for beside the model file
+    and one folder up (for `checkpoints/best.keras`).
+
+    Args:
+        path: a `.keras` file or a run folder.
+    """
+    from keras_ltpa.training import CONFIG_FILE
+
+    path = os.path.abspath(os.fspath(path))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    for candidate in (folder, os.path.dirname(folder)):
+        config = os.path.join(candidate, CONFIG_FILE)
+        if os.path.isfile(config):
+            with open(config, encoding="utf-8") as file:
+                names = json.load(file).get("class_names")
+            if isinstance(names, list) and names:
+                return [str(name) for name in names]
+    return None
+
+
 # --- Classification ------------------------------------------------------
 
 
@@ -499,12 +523,3 @@ def format_localization(results):
         )
     return "\n".join(lines)
 
-
-def save_json(results, path):
-    """Writes `results` as JSON to `path` (temporary file, then rename)."""
-
-    def write(file):
-        json.dump(results, file, indent=2)
-        file.write("\n")
-
-    return visualize.write_atomically(path, write, binary=False)

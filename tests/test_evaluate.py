@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import pathlib
 
 import keras
@@ -273,10 +272,13 @@ def test_find_model_file(tmp_path):
         evaluate.find_model_file(tmp_path / "weights.h5")
 
 
-def test_save_json_round_trip(tmp_path):
-    path = evaluate.save_json({"a": [1, 2.5]}, tmp_path / "r.json")
-    assert json.loads(pathlib.Path(path).read_text()) == {"a": [1, 2.5]}
-    assert os.listdir(tmp_path) == ["r.json"]
+def test_run_class_names(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    assert evaluate.run_class_names(tmp_path / "checkpoints" / "best.keras") is None
+    (tmp_path / "config.json").write_text(json.dumps({"class_names": ["cat", "dog"]}))
+    assert evaluate.run_class_names(tmp_path) == ["cat", "dog"]
+    assert evaluate.run_class_names(tmp_path / "model.keras") == ["cat", "dog"]
+    assert evaluate.run_class_names(tmp_path / "checkpoints" / "best.keras") == ["cat", "dog"]
 
 
 # --- CLI -------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Tests of keras_ltpa.visualize and the training/visualize.py CLI."""
 
 import importlib.util
+import json
 import os
 import pathlib
 
@@ -237,7 +238,41 @@ def test_non_image_file_in_folder_is_named(tmp_path):
 def saved_model(tiny_model, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     tiny_model.save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"class_names": CIFAR10_CLASSES}))
     return run
+
+
+def _coloured_caption_pixels(grid, row, tile):
+    top = visualize.CAPTION_HEIGHT + row * (visualize.CAPTION_HEIGHT + tile)
+    band = grid[top : top + visualize.CAPTION_HEIGHT].astype(int)
+    return int((np.abs(band[..., 0] - band[..., 1]) > 50).sum())
+
+
+def test_cli_labels_images_in_class_folders(saved_model, shared_data_dir, tmp_path, capsys):
+    # Class names come from the run's config.json; the folder names the class,
+    # so the caption gives the true class, coloured green or red.
+    cat = shared_data_dir / "cifar10" / "test" / "cat"
+    files = sorted(cat.iterdir())[:2]
+    code = visualize_cli.main([
+        "--model", str(saved_model), "--images", *map(str, files),
+        "--tile-size", "32", "--output", str(tmp_path / "labelled"),
+    ])
+    assert code == 0
+    (path,) = capsys.readouterr().out.split()
+    grid = np.asarray(Image.open(path))
+    assert all(_coloured_caption_pixels(grid, row, 32) > 0 for row in range(2))
+    # Outside class folders there is no true class: black captions only.
+    for index, file in enumerate(files):
+        (tmp_path / "loose").mkdir(exist_ok=True)
+        (tmp_path / "loose" / f"{index}.jpg").write_bytes(file.read_bytes())
+    code = visualize_cli.main([
+        "--model", str(saved_model), "--images", str(tmp_path / "loose"),
+        "--tile-size", "32", "--output", str(tmp_path / "plain"),
+    ])
+    assert code == 0
+    (path,) = capsys.readouterr().out.split()
+    grid = np.asarray(Image.open(path))
+    assert all(_coloured_caption_pixels(grid, row, 32) == 0 for row in range(2))
 
 
 def test_cli_on_cifar_test_images(saved_model, shared_data_dir, tmp_path, capsys):

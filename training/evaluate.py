@@ -72,7 +72,8 @@ def parse_args(argv=None):
         help="class explained by Grad-CAM (name or id); default: each image's prediction",
     )
     localization.add_argument(
-        "--class-names", help="comma-separated class names (for --cam-class by name)",
+        "--class-names",
+        help="comma-separated class names for --cam-class by name (default: the run's)",
     )
     localization.add_argument("--mask-limit", type=int, help="score only the first N images")
     output = parser.add_argument_group("output")
@@ -108,7 +109,11 @@ def main(argv=None):
     results = {}
     try:
         model = evaluate.load_model(args.model)
-        class_names = args.class_names.split(",") if args.class_names else None
+        class_names = (
+            args.class_names.split(",")
+            if args.class_names
+            else evaluate.run_class_names(args.model)
+        )
         if args.dataset or args.data_dir:
             from keras_ltpa import data
 
@@ -133,7 +138,9 @@ def main(argv=None):
             )
             print(evaluate.format_localization(results["localization"]))
         if args.output:
-            evaluate.save_json(results, args.output)
+            from keras_ltpa.training import write_json
+
+            write_json(args.output, results)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -59,7 +59,8 @@ def parse_args(argv=None):
     )
     data.add_argument(
         "--class-names",
-        help="comma-separated class names for --images (default: class ids)",
+        help="comma-separated class names for --images (default: those in the run "
+        "folder's config.json, else class ids)",
     )
     output = parser.add_argument_group("output")
     output.add_argument("--output", required=True, help="folder for the PNG files")
@@ -84,7 +85,11 @@ def main(argv=None):
         model = evaluate.load_model(args.model)
         size = tuple(model.input_shape[1:3])
         if args.images:
-            class_names = args.class_names.split(",") if args.class_names else None
+            class_names = (
+                args.class_names.split(",")
+                if args.class_names
+                else evaluate.run_class_names(args.model)
+            )
             images, labels, _ = visualize.read_images(args.images, size, class_names)
         else:
             from keras_ltpa import data
