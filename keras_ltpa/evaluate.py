@@ -144,7 +144,10 @@ def evaluate_classification(model, dataset, class_names=None, top_k=5):
     class_correct, class_total = {}, {}
     for images, labels in _batches(dataset):
         logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        labels = np.asarray(labels)
+        if labels.ndim == 2:  # one-hot labels
+            labels = labels.argmax(axis=-1)
+        labels = labels.reshape(-1).astype(np.int64)
         k = min(top_k, logits.shape[-1])
         top = np.argsort(-logits, axis=-1)[:, :k]
         hits = top[:, 0] == labels
@@ -342,6 +345,11 @@ def _gradient(function, inputs):
     raise ValueError(f"Grad-CAM needs the tensorflow, jax or torch backend; running {backend}.")
 
 
+def _to_float32(tensor):
+    # Via a float32 cast: NumPy has no bfloat16 for torch tensors to map to.
+    return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))
+
+
 def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
     """Grad-CAM maps of a classifier at one convolutional layer.
 
@@ -373,7 +381,7 @@ def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
     maps = []
     for start in range(0, len(images), batch_size):
         activations = body(images[start : start + batch_size].astype("float32"), training=False)
-        logits = keras.ops.convert_to_numpy(head(activations, training=False))
+        logits = _to_float32(head(activations, training=False))
         classes = (
             logits.argmax(axis=-1)
             if class_index is None
@@ -386,8 +394,8 @@ def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
         def class_score(a):
             return keras.ops.sum(head(a, training=False) * selector)
 
-        gradients = keras.ops.convert_to_numpy(_gradient(class_score, activations))
-        activations = keras.ops.convert_to_numpy(activations)
+        gradients = _to_float32(_gradient(class_score, activations))
+        activations = _to_float32(activations)
         weights = gradients.mean(axis=(1, 2), keepdims=True)
         maps.append(np.maximum((weights * activations).sum(axis=-1), 0.0))
     return np.concatenate(maps).astype(np.float32)

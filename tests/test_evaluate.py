@@ -243,7 +243,8 @@ def test_evaluate_classification_values():
         [[3, 2, 1], [3, 2, 1], [1, 3, 2], [1, 2, 3], [3, 1, 2]], dtype=np.float32
     )
     labels = np.array([0, 1, 1, 0, 2])
-    batches = [(logits[:3], labels[:3]), (logits[3:], labels[3:])]
+    # The second batch has one-hot labels (as with mixup/cutmix pipelines).
+    batches = [(logits[:3], labels[:3]), (logits[3:], np.eye(3)[labels[3:]])]
     result = evaluate.evaluate_classification(model, batches, ["a", "b", "c"], top_k=2)
     assert result["count"] == 5
     assert result["accuracy"] == pytest.approx(2 / 5)
