@@ -1,0 +1,331 @@
+"""Train a "Learn To Pay Attention" model, evaluate it and export it.
+
+The paper's CIFAR-10 run (att3-concat-pc VGG, SGD 0.1, 300 epochs):
+
+    python training/fit.py --dataset cifar10 --output-dir runs/cifar10_att3
+
+An image folder (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg), a quick
+small run, and the plain VGG baseline beside it:
+
+    python training/fit.py --data-dir ../shared/data/cifar10 --width 0.25 \\
+        --epochs 3 --output-dir runs/att3_w025
+    python training/fit.py --data-dir ../shared/data/cifar10 --width 0.25 \\
+        --epochs 3 --variant noatt --output-dir runs/noatt_w025
+
+Run the same command again after an interruption (Ctrl-C, a kill, a reboot)
+and training continues after the last finished epoch. Watch it with
+
+    tensorboard --logdir runs/
+
+The run directory layout is described in `keras_ltpa.training.run_training`
+and in the README ("Training"). The Keras backend is chosen by
+`KERAS_BACKEND=tensorflow|jax|torch`.
+"""
+
+import argparse
+import json
+import sys
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad flag in one line (no usage block) with exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" where there is a value to show."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    parser = _Parser(
+        prog="fit.py",
+        description=(
+            "Train a Learn To Pay Attention model (Jetley et al., ICLR 2018) "
+            "with model.fit, evaluate it on the test split and export it for "
+            "TF Serving. Defaults are the paper's CIFAR setting. Re-running "
+            "the same command resumes an interrupted run."
+        ),
+        epilog=(
+            "The Keras backend is chosen by the environment variable "
+            "KERAS_BACKEND=tensorflow|jax|torch. Run directory layout: see "
+            "the README, section Training."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        default=None,
+        help="tensorflow-datasets name: cifar10 (the default when no "
+        "--data-dir), cifar100, svhn_cropped or any image-classification set "
+        "with 'image' and 'label' features.",
+    )
+    source.add_argument(
+        "--data-dir",
+        default=None,
+        help="image folder DIR with DIR/train/<class>/<image> and "
+        "DIR/test/<class>/<image> (JPEG/PNG/BMP/GIF); classes are the sorted "
+        "folder names of DIR/train.",
+    )
+    data.add_argument(
+        "--tfds-data-dir",
+        default=None,
+        help="where tensorflow-datasets keeps its files (default: its own, "
+        "~/tensorflow_datasets or $TFDS_DATA_DIR).",
+    )
+    data.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=32,
+        help="side of the square images the model takes (a multiple of 32); "
+        "other sizes are resized.",
+    )
+    data.add_argument(
+        "--augment",
+        default="paper",
+        help="training augmentation: 'paper' (= crop,flip: random crop after "
+        "4-pixel zero padding and horizontal flip), 'none', or a comma list "
+        "of crop, flip, randaugment, mixup, cutmix.",
+    )
+    data.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep the decoded images in memory after the first epoch.",
+    )
+    data.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="train on this many examples only (a fixed mix of classes).",
+    )
+    data.add_argument(
+        "--test-limit",
+        type=_positive_int,
+        default=None,
+        help="validate and test on this many test examples only.",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--variant",
+        default="att3-concat-pc",
+        help="paper variant: tokens att3|att2|noatt, concat|indep, pc|dp, "
+        "softmax|sigmoid, before|after joined by '-'; 'noatt' is the plain "
+        "VGG baseline.",
+    )
+    model.add_argument(
+        "--width",
+        dest="width_multiplier",
+        type=_positive_float,
+        default=1.0,
+        help="width multiplier of every VGG layer (0.25 = a quarter of the "
+        "channels, for small CPUs).",
+    )
+    model.add_argument(
+        "--dropout",
+        type=_non_negative_float,
+        default=0.0,
+        help="dropout rate in the VGG (the paper's: 0).",
+    )
+
+    optimisation = parser.add_argument_group("optimisation")
+    optimisation.add_argument(
+        "--epochs", type=_positive_int, default=300, help="epochs to train in all."
+    )
+    optimisation.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="examples per step."
+    )
+    optimisation.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=0.1,
+        help="initial SGD learning rate.",
+    )
+    optimisation.add_argument(
+        "--momentum", type=_non_negative_float, default=0.9, help="SGD momentum."
+    )
+    optimisation.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=5e-4,
+        help="weight decay coefficient.",
+    )
+    optimisation.add_argument(
+        "--weight-decay-mode",
+        choices=("coupled", "decoupled"),
+        default="coupled",
+        help="coupled: L2 added to the gradient before momentum, as "
+        "PyTorch's SGD and the paper's code; decoupled: Keras' SGD "
+        "weight_decay (about 10x weaker at momentum 0.9).",
+    )
+    optimisation.add_argument(
+        "--lr-decay-epochs",
+        type=int,
+        default=25,
+        help="epochs between learning-rate decays (0: constant rate).",
+    )
+    optimisation.add_argument(
+        "--lr-decay-factor",
+        type=_positive_float,
+        default=0.5,
+        help="learning-rate multiplier at each decay.",
+    )
+    optimisation.add_argument(
+        "--steps-per-epoch",
+        type=_positive_int,
+        default=None,
+        help="optimizer steps per epoch (default: one pass over the "
+        "training set); the data repeats as needed.",
+    )
+    optimisation.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        default="auto",
+        help="dtype policy; auto: mixed_bfloat16 on GPUs with compute "
+        "capability >= 8 and on CPUs with bfloat16 instructions (TensorFlow "
+        "backend), mixed_float16 on 7.x GPUs, float32 otherwise.",
+    )
+    optimisation.add_argument(
+        "--jit-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA compilation of the train step; auto: on for JAX and "
+        "TensorFlow, off for torch.",
+    )
+    optimisation.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (weights, shuffling, augmentation); default: a "
+        "random one, recorded in config.json.",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--output-dir",
+        default="runs/ltpa",
+        help="the run directory: checkpoints, backup, TensorBoard logs, "
+        "history.csv, metrics.json, model.keras, saved_models/. Reuse it to "
+        "resume.",
+    )
+    output.add_argument(
+        "--save-freq",
+        type=_positive_int,
+        default=None,
+        help="also back up every N steps within an epoch (default: at the "
+        "end of each epoch only).",
+    )
+    output.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="write no TensorBoard logs.",
+    )
+    output.add_argument(
+        "--overlay-images",
+        type=int,
+        default=8,
+        help="test images in the attention grid logged to TensorBoard each "
+        "epoch (0: none).",
+    )
+    output.add_argument(
+        "--no-export",
+        dest="export",
+        action="store_false",
+        help="skip the TF Serving SavedModel export at the end.",
+    )
+    output.add_argument(
+        "--export-dir",
+        default=None,
+        help="TF Serving model root the SavedModel goes to, as "
+        "<export-dir>/<export-name>/<version>/ (default: "
+        "<output-dir>/saved_models).",
+    )
+    output.add_argument(
+        "--export-name",
+        default="ltpa",
+        help="model name under the export root (TF Serving's model name).",
+    )
+    output.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 "
+        "silent (the summary line per epoch is always printed).",
+    )
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # Imported after parsing so that --help and flag errors are instant.
+    from keras_ltpa import training
+    from keras_ltpa.data import DataError
+
+    try:
+        result = training.run_training(args)
+    except (training.SetupError, DataError) as error:
+        print(f"fit.py: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FloatingPointError as error:
+        print(f"fit.py: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(
+            "fit.py: interrupted; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    summary = {
+        "run_dir": result["run_dir"],
+        "test_accuracy": result["metrics"].get("accuracy"),
+        "test_loss": result["metrics"].get("loss"),
+        "model": result["model_path"],
+        "export": result["export_path"],
+        "wall_time_s": round(result["wall_time_s"], 1),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
