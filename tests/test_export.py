@@ -239,6 +239,49 @@ def test_serve_bytes_decodes_png_and_jpeg(model, loaded, shared_data_dir):
     assert out["attention_1_full"].shape == (2, 32, 32)
 
 
+@tf_only
+def test_baseline_without_attention_exports(tmp_path):
+    import tensorflow as tf
+
+    model = tiny_model(variant="noatt")
+    path = export.export_saved_model(model, tmp_path, top_k=20)
+    out = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(IMAGES))
+    assert set(out) == {"probabilities", "classes", "scores", "class_names"}
+    assert out["classes"].shape == (3, 10)  # top_k capped at the class count
+    expected = keras_outputs(model, IMAGES)
+    assert max_abs(out["probabilities"].numpy(), expected["probabilities"]) <= 1e-4
+
+
+@tf_only
+def test_mixed_precision_model_exports(tmp_path):
+    """A bfloat16 model exports in bfloat16 with float32 outputs; its fold is
+    checked on float32 copies (bfloat16 noise would hide a wrong fold)."""
+    import tensorflow as tf
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = tiny_model(variant="att2-indep-dp-after")
+    keras.config.set_dtype_policy("float32")
+    unfolded = export.export_saved_model(model, tmp_path, fold_batch_norm=False)
+    out = tf.saved_model.load(unfolded).signatures["serving_default"](images=tf.constant(IMAGES))
+    assert {key: value.dtype for key, value in out.items()} == {
+        **{key: tf.float32 for key in ("probabilities", "scores")},
+        **{f"attention_{j}{s}": tf.float32 for j in (1, 2) for s in ("", "_full")},
+        "classes": tf.int32,
+        "class_names": tf.string,
+    }
+    expected = keras_outputs(model, IMAGES)
+    assert max_abs(out["probabilities"].numpy(), expected["probabilities"]) <= 1e-5
+    assert max_abs(out["attention_2"].numpy(), expected["attention_2"]) <= 1e-5
+    folded = export.export_saved_model(model, tmp_path)
+    with open(os.path.join(folded, export.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    assert metadata["batch_norm_folded"] is True
+    assert (
+        metadata["fold_max_difference"] <= export.FOLD_TOLERANCE
+        or metadata["folded_float32_error"] <= 2 * metadata["keras_float32_error"]
+    )
+
+
 # === TF Serving's view ===
 
 
