@@ -935,6 +935,7 @@ def _train(setup, start):
     train, test, class_names = setup["train"], setup["test"], setup["class_names"]
     precision = setup["precision"]
     os.makedirs(run_dir, exist_ok=True)
+    _remove_temporaries(run_dir)
     write_json(os.path.join(run_dir, CONFIG_FILE), setup["settings"])
     callbacks = make_callbacks(
         run_dir,
@@ -1001,6 +1002,14 @@ def _train(setup, start):
         "epochs_trained": epochs_trained,
         "wall_time_s": time.time() - start,
     }
+
+
+def _remove_temporaries(run_dir):
+    """Deletes `.tmp-*` files a killed run left mid-write (never read)."""
+    for folder, _, files in os.walk(run_dir):
+        for name in files:
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(folder, name))
 
 
 def _latest_export(export_root, name):

@@ -24,6 +24,7 @@ and in the README ("Training"). The Keras backend is chosen by
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -297,6 +298,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ start-up notes would bury our one-line errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Imported after parsing so that --help and flag errors are instant.
     from keras_ltpa import training
     from keras_ltpa.data import DataError
