@@ -98,8 +98,8 @@ def test_variant_builds_predicts_and_fits(variant):
         attention_map = keras.ops.convert_to_numpy(outputs[f"attention_{k}"])
         assert attention_map.shape == (4, size, size)
         if "sigmoid" in variant:
-            scores = keras.ops.convert_to_numpy(outputs[f"scores_{k}"])
-            np.testing.assert_allclose(attention_map, 1 / (1 + np.exp(-scores)), atol=1e-6)
+            scores = keras.ops.convert_to_numpy(outputs[f"scores_{k}"]).astype("float64")
+            np.testing.assert_allclose(attention_map, 0.5 * (1 + np.tanh(scores / 2)), atol=1e-6)
         else:
             np.testing.assert_allclose(attention_map.sum(axis=(1, 2)), 1.0, atol=1e-5)
 
@@ -294,7 +294,12 @@ def test_keras_file_loads_under_another_backend(tmp_path):
     actual = np.load(tmp_path / "out.npz")
     assert sorted(actual.files) == sorted(expected)
     for key in expected:
-        np.testing.assert_allclose(actual[key], expected[key], atol=1e-5)
+        if key.startswith("scores_"):
+            # Raw pre-softmax scores reach |c| ~ 10 after a training step; they
+            # agree to float32 rounding (relative), not to an absolute 1e-5.
+            np.testing.assert_allclose(actual[key], expected[key], rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_allclose(actual[key], expected[key], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
