@@ -558,7 +558,7 @@ def test_rest_row_and_columnar_formats(model, loaded):
 
 
 @tf_only
-def test_rest_b64_images(loaded):
+def test_rest_b64_images(loaded, exports):
     saved = loaded["folded"]
     files = [b64(png_bytes(image)) for image in IMAGES[:2]]
     by_pixels = export.rest_predict(saved, {"instances": IMAGES[:2].tolist()})
@@ -570,10 +570,11 @@ def test_rest_b64_images(loaded):
         for got, want in zip(response["predictions"], by_pixels["predictions"]):
             assert max_abs(got["probabilities"], want["probabilities"]) <= 1e-6
             assert got["class_names"] == want["class_names"]
+    # An export path works too; `signature_name` is the default for bodies without one.
     columnar = export.rest_predict(
-        saved, {"inputs": {"image_bytes": files}}, signature_name="serve_bytes"
+        exports["folded"], {"inputs": {"image_bytes": files}}, signature_name="serve_bytes"
     )
-    assert len(columnar["outputs"]["classes"]) == 2
+    assert columnar["outputs"]["classes"] == [p["classes"] for p in by_pixels["predictions"]]
 
 
 @tf_only
