@@ -1,5 +1,7 @@
 """keras-ltpa: "Learn To Pay Attention" (Jetley et al., ICLR 2018) in Keras 3."""
 
+import importlib
+
 from keras_ltpa import layers
 from keras_ltpa.layers import AttentionPool
 from keras_ltpa.layers import CompatibilityScore
@@ -9,3 +11,21 @@ from keras_ltpa.model import build_model
 from keras_ltpa.model import parse_variant
 
 __version__ = "0.1.0"
+
+# Modules and functions that pull in TensorFlow's data/serving stack or
+# matplotlib load on first use, so `import keras_ltpa` stays light under the
+# JAX and torch backends.
+_LAZY_MODULES = ("convert", "data", "evaluate", "export", "training", "visualize")
+_LAZY_FUNCTIONS = {
+    "export_saved_model": "export",
+    "build_model_from_torch": "convert",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"keras_ltpa.{name}")
+    if name in _LAZY_FUNCTIONS:
+        module = importlib.import_module(f"keras_ltpa.{_LAZY_FUNCTIONS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'keras_ltpa' has no attribute {name!r}")
