@@ -250,9 +250,11 @@ def compile_model(model, optimizer, *, label_mode="int", jit_compile="auto"):
 def resolve_jit_compile(jit_compile="auto", backend=None):
     """`--jit-compile` to `compile(jit_compile=...)`.
 
-    `"auto"`: XLA under JAX (its eager mode is far slower) and TensorFlow
-    (Keras' own choice there), and not under torch, where `torch.compile`
-    takes minutes for this model on a CPU. `"on"`/`"off"` force it.
+    `"auto"`: XLA under JAX (its eager mode is far slower); under
+    TensorFlow on a GPU only (on this project's 2-core CPU an XLA train step
+    of the width-0.25 model took 1.5x as long as the plain graph, after a
+    30-50 s compile); never under torch, where `torch.compile` takes minutes
+    for this model on a CPU. `"on"`/`"off"` force it.
     """
     backend = backend or keras.backend.backend()
     if jit_compile in (True, "on"):
@@ -260,7 +262,9 @@ def resolve_jit_compile(jit_compile="auto", backend=None):
     if jit_compile in (False, "off"):
         return False
     _check_choice("jit_compile", jit_compile, JIT_COMPILE)
-    return backend != "torch"
+    if backend == "tensorflow":
+        return gpu_compute_capability(backend) is not None
+    return backend == "jax"
 
 
 def _cpu_flags():
@@ -308,11 +312,12 @@ def choose_precision(precision="auto", backend=None):
     `"auto"` picks the fastest this machine trains in:
     - a GPU with compute capability >= 8 (Ampere and later):
       `"mixed_bfloat16"`; 7.x (Volta/Turing): `"mixed_float16"`;
-    - a CPU with bfloat16 instructions (`avx512_bf16` or `amx_bf16` in
-      /proc/cpuinfo) under the TensorFlow backend: `"mixed_bfloat16"`
-      (measured here: about 2.2x the float32 training speed);
-    - otherwise `"float32"` (JAX and torch on CPU run bfloat16 convolutions
-      no faster than float32).
+    - a CPU with AMX bfloat16 tiles (`amx_bf16` in /proc/cpuinfo) under
+      the TensorFlow backend, whose oneDNN kernels use them:
+      `"mixed_bfloat16"`;
+    - otherwise `"float32"`. A CPU with `avx512_bf16` but no AMX is not
+      enough: on this project's 2-core AVX512-BF16 CPU a bfloat16 train
+      step took 1.5x (TensorFlow, torch) to 1.0x (JAX) the float32 time.
 
     Args:
         precision: one of `PRECISIONS`.
@@ -332,7 +337,7 @@ def choose_precision(precision="auto", backend=None):
         if capability >= (7, 0):
             return "mixed_float16"
         return "float32"
-    if backend == "tensorflow" and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    if backend == "tensorflow" and "amx_bf16" in _cpu_flags():
         return "mixed_bfloat16"
     return "float32"
 

@@ -117,10 +117,10 @@ def test_choose_precision_explicit_and_invalid():
         ((9, 0), set(), "jax", "mixed_bfloat16"),
         ((8, 0), set(), "torch", "mixed_bfloat16"),
         ((7, 5), set(), "tensorflow", "mixed_float16"),
-        ((6, 1), {"avx512_bf16"}, "tensorflow", "float32"),
-        (None, {"avx512_bf16", "avx2"}, "tensorflow", "mixed_bfloat16"),
-        (None, {"amx_bf16"}, "tensorflow", "mixed_bfloat16"),
-        (None, {"avx512_bf16"}, "jax", "float32"),
+        ((6, 1), {"amx_bf16"}, "tensorflow", "float32"),
+        (None, {"amx_bf16", "avx512_bf16", "amx_tile"}, "tensorflow", "mixed_bfloat16"),
+        (None, {"avx512_bf16", "avx2"}, "tensorflow", "float32"),
+        (None, {"amx_bf16"}, "jax", "float32"),
         (None, {"avx2"}, "tensorflow", "float32"),
     ],
 )
@@ -130,11 +130,15 @@ def test_choose_precision_auto(monkeypatch, capability, flags, backend, expected
     assert training.choose_precision("auto", backend=backend) == expected
 
 
-def test_resolve_jit_compile():
+def test_resolve_jit_compile(monkeypatch):
     assert training.resolve_jit_compile("on") is True
     assert training.resolve_jit_compile("off") is False
     assert training.resolve_jit_compile("auto", backend="torch") is False
     assert training.resolve_jit_compile("auto", backend="jax") is True
+    monkeypatch.setattr(training, "gpu_compute_capability", lambda backend=None: None)
+    assert training.resolve_jit_compile("auto", backend="tensorflow") is False
+    monkeypatch.setattr(training, "gpu_compute_capability", lambda backend=None: (8, 0))
+    assert training.resolve_jit_compile("auto", backend="tensorflow") is True
     with pytest.raises(ValueError, match="jit_compile"):
         training.resolve_jit_compile("maybe")
 

@@ -221,15 +221,16 @@ def build_parser():
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         default="auto",
         help="dtype policy; auto: mixed_bfloat16 on GPUs with compute "
-        "capability >= 8 and on CPUs with bfloat16 instructions (TensorFlow "
-        "backend), mixed_float16 on 7.x GPUs, float32 otherwise.",
+        "capability >= 8 and on CPUs with AMX (TensorFlow backend), "
+        "mixed_float16 on 7.x GPUs, float32 otherwise (AVX512-BF16 alone "
+        "trains slower in bfloat16).",
     )
     optimisation.add_argument(
         "--jit-compile",
         choices=("auto", "on", "off"),
         default="auto",
-        help="XLA compilation of the train step; auto: on for JAX and "
-        "TensorFlow, off for torch.",
+        help="XLA compilation of the train step; auto: on for JAX, on for "
+        "TensorFlow on a GPU (off on a CPU, where it is slower), off for torch.",
     )
     optimisation.add_argument(
         "--seed",
