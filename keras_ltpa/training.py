@@ -342,18 +342,6 @@ def choose_precision(precision="auto", backend=None):
     return "float32"
 
 
-@contextlib.contextmanager
-def distribution_scope(config=None):
-    """Where the model and optimizer are built: the hook for `--strategy`.
-
-    Today a no-op context (one device). A distribution option belongs
-    here: enter a `tf.distribute` strategy's `scope()` under TensorFlow, or
-    set a `keras.distribution` (e.g. `DataParallel`) under JAX.
-    """
-    del config
-    yield
-
-
 # --- Callbacks -------------------------------------------------------------
 
 
@@ -389,7 +377,8 @@ def write_json(path, value):
 
 def save_model(model, path):
     """`model.save(path)` (a `.keras` file), atomically."""
-    return _write_atomically(path, model.save)
+    with outside_distribution():  # Also when one process of several saves.
+        return _write_atomically(path, model.save)
 
 
 def _learning_rate(optimizer):
@@ -643,6 +632,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.save_freq != "epoch":
             self._save_model()
 
+    def _save_model(self):
+        with outside_distribution():  # Also when one process of several saves.
+            super()._save_model()
+
 
 # --- The run ---------------------------------------------------------------
 
@@ -657,6 +650,9 @@ class TrainingConfig:
     Model: `variant`, `width_multiplier`, `dropout`.
     Optimisation: the paper's defaults (see the module docstring),
     `steps_per_epoch`, `precision`, `jit_compile`, `seed`.
+    Distribution (see `resolve_distribution`): `strategy`, `lr_scaling`,
+    `coordinator_address`, `num_processes`, `process_id`; `batch_size` is
+    per replica.
     Output: `output_dir` (the run directory), `save_freq` (steps between
     backups; None = every epoch), `tensorboard`, `overlay_images` (images
     in the TensorBoard attention grid), `export`, `export_dir` (TF Serving
@@ -690,6 +686,12 @@ class TrainingConfig:
     precision: str = "auto"
     jit_compile: str = "auto"
     seed: int | None = None
+    # Distribution.
+    strategy: str = "auto"
+    lr_scaling: bool = False
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
     # Output.
     output_dir: str = "runs/ltpa"
     save_freq: int | None = None
@@ -725,6 +727,7 @@ class TrainingConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("jit_compile", self.jit_compile, JIT_COMPILE)
         _check_choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
         ltpa_data.parse_augment(self.augment, training=True)
         positive_ints = ("image_size", "epochs", "batch_size")
         optional_positive_ints = ("limit", "test_limit", "steps_per_epoch", "save_freq")
@@ -820,7 +823,9 @@ def run_training(config):
     Returns:
         A dict: `run_dir`, `metrics` (test loss/accuracy), `model_path`,
         `export_path` (or None), `epochs_trained` (in this call),
-        `wall_time_s`.
+        `wall_time_s`, and the trained `model`. On a process other than the
+        chief of a multi-process run (see `resolve_distribution`) nothing is
+        written and `model_path`/`export_path` are None.
 
     Raises:
         SetupError (bad settings) or `keras_ltpa.data.DataError` (bad data),
@@ -844,9 +849,18 @@ class SetupError(ValueError):
 def _set_up(config):
     """Reads and checks everything: config, data, model; writes nothing."""
     config = TrainingConfig.from_any(config).validate()
+    # First: joining a process group must precede any JAX computation.
+    distribution = resolve_distribution(
+        config.strategy,
+        coordinator_address=config.coordinator_address,
+        num_processes=config.num_processes,
+        process_id=config.process_id,
+    )
+    jit_compile = check_jit_compile(config.jit_compile, distribution)
     precision = choose_precision(config.precision)
     keras.config.set_dtype_policy(precision)
     seed = config.seed if config.seed is not None else random.randrange(2**31)
+    seed = distribution.shared_seed(seed)
     keras.utils.set_random_seed(seed)
 
     # Data: everything is read and checked before the run directory is touched.
@@ -855,7 +869,9 @@ def _set_up(config):
         data_dir=config.data_dir,
         tfds_data_dir=config.tfds_data_dir,
         image_size=(config.image_size, config.image_size),
-        batch_size=config.batch_size,
+        batch_size=distribution.global_batch_size(config.batch_size),
+        # Replicas need equal shares of every batch.
+        drop_remainder=distribution.num_replicas > 1,
     )
     augment = ltpa_data.parse_augment(config.augment, training=True)
     label_mode = (
@@ -884,6 +900,12 @@ def _set_up(config):
         )
     if config.steps_per_epoch is not None:
         train = train.repeat()
+    if distribution.num_replicas > 1 and not ltpa_data.dataset_size(test):
+        raise ValueError(
+            f"The test split has fewer examples than one global batch of "
+            f"{source['batch_size']} ({config.batch_size} per replica x "
+            f"{distribution.num_replicas} replicas); lower --batch-size."
+        )
 
     run_dir = os.fspath(config.output_dir)
     settings = dataclasses.asdict(config)
@@ -893,10 +915,15 @@ def _set_up(config):
         precision_policy=precision,
         backend=keras.backend.backend(),
         steps_per_epoch=steps_per_epoch,
+        distribution=distribution.describe(),
+        global_batch_size=source["batch_size"],
+        learning_rate_used=scaled_learning_rate(
+            config.learning_rate, distribution, config.lr_scaling
+        ),
     )
     _check_resume(run_dir, settings)
 
-    with distribution_scope(config):
+    with distribution.scope():
         model = build_model(
             len(class_names),
             input_shape=(config.image_size, config.image_size, 3),
@@ -906,19 +933,19 @@ def _set_up(config):
         )
         optimizer = make_optimizer(
             steps_per_epoch,
-            learning_rate=config.learning_rate,
+            learning_rate=settings["learning_rate_used"],
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             weight_decay_mode=config.weight_decay_mode,
             decay_epochs=config.lr_decay_epochs,
             decay_factor=config.lr_decay_factor,
         )
-        compile_model(
-            model, optimizer, label_mode=label_mode, jit_compile=config.jit_compile
-        )
+        compile_model(model, optimizer, label_mode=label_mode, jit_compile=jit_compile)
 
     overlay_images = overlay_labels = None
-    if config.tensorboard and config.overlay_images:
+    # The attention grid runs the model on the chief alone, which a
+    # multi-process model (its weights live on every process) cannot do.
+    if config.tensorboard and config.overlay_images and distribution.num_processes == 1:
         overlay_images, overlay_labels = _fixed_batch(test, config.overlay_images)
     return dict(
         config=config,
@@ -931,6 +958,7 @@ def _set_up(config):
         precision=precision,
         overlay_images=overlay_images,
         overlay_labels=overlay_labels,
+        distribution=distribution,
     )
 
 
@@ -938,10 +966,11 @@ def _train(setup, start):
     """Trains, evaluates, saves and exports a run prepared by `_set_up`."""
     config, run_dir, model = setup["config"], setup["run_dir"], setup["model"]
     train, test, class_names = setup["train"], setup["test"], setup["class_names"]
-    precision = setup["precision"]
-    os.makedirs(run_dir, exist_ok=True)
-    _remove_temporaries(run_dir)
-    write_json(os.path.join(run_dir, CONFIG_FILE), setup["settings"])
+    precision, distribution = setup["precision"], setup["distribution"]
+    if distribution.is_chief:  # Only the chief process writes the run directory.
+        os.makedirs(run_dir, exist_ok=True)
+        _remove_temporaries(run_dir)
+        write_json(os.path.join(run_dir, CONFIG_FILE), setup["settings"])
     callbacks = make_callbacks(
         run_dir,
         epochs=config.epochs,
@@ -952,15 +981,17 @@ def _train(setup, start):
         tensorboard=config.tensorboard,
         progress_bar=config.verbose != 0,
     )
-    history = model.fit(
-        train,
-        validation_data=test,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-        shuffle=False,  # The pipeline shuffles.
-    )
+    callbacks = distributed_callbacks(callbacks, run_dir, distribution, config.save_freq)
+    with distribution.scope():
+        history = model.fit(
+            train,
+            validation_data=test,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose if distribution.is_chief else 0,
+            shuffle=False,  # The pipeline shuffles.
+        )
     if model.stop_training and any(
         not np.isfinite(v) for v in history.history.get("loss", [])[-1:]
     ):
@@ -969,7 +1000,8 @@ def _train(setup, start):
             "lower --learning-rate or --precision float32."
         )
 
-    metrics = model.evaluate(test, return_dict=True, verbose=0)
+    with distribution.scope():
+        metrics = model.evaluate(test, return_dict=True, verbose=0)
     metrics = {key: float(value) for key, value in metrics.items()}
     metrics.update(
         epochs=len(read_history(os.path.join(run_dir, HISTORY_FILE))),
@@ -982,10 +1014,20 @@ def _train(setup, start):
         precision=precision,
         backend=keras.backend.backend(),
     )
+    epochs_trained = len(history.history.get("loss", []))
+    if not distribution.is_chief:
+        return {
+            "run_dir": run_dir,
+            "metrics": metrics,
+            "model_path": None,
+            "export_path": None,
+            "epochs_trained": epochs_trained,
+            "wall_time_s": time.time() - start,
+            "model": model,
+        }
     model_path = save_model(model, os.path.join(run_dir, FINAL_MODEL_FILE))
     write_json(os.path.join(run_dir, METRICS_FILE), metrics)
 
-    epochs_trained = len(history.history.get("loss", []))
     export_path = None
     if config.export:
         export_root = config.export_dir or os.path.join(run_dir, EXPORT_DIR)
@@ -993,8 +1035,12 @@ def _train(setup, start):
         if epochs_trained == 0 and existing is not None:
             export_path = existing  # Nothing new since the last export.
         else:
+            # A distributed model is exported from its file, on one device.
+            in_memory = keras.backend.backend() == "tensorflow" and (
+                distribution.tf_strategy is None
+            )
             export_path = export_model(
-                model if keras.backend.backend() == "tensorflow" else model_path,
+                model if in_memory else model_path,
                 export_root,
                 name=config.export_name,
                 class_names=class_names,
@@ -1006,6 +1052,7 @@ def _train(setup, start):
         "export_path": export_path,
         "epochs_trained": epochs_trained,
         "wall_time_s": time.time() - start,
+        "model": model,
     }
 
 
@@ -1037,3 +1084,520 @@ def export_model(model, export_root, name="ltpa", class_names=None):
     return export.export_saved_model(
         model, export_root, name=name, class_names=class_names
     )
+
+
+# === Distribution ===========================================================
+#
+# One place decides how a run is spread over devices and processes (`--strategy`):
+#
+#   TensorFlow  `tf.distribute.MirroredStrategy` over this machine's GPUs (its
+#               logical CPU devices when it has no GPU). Several machines are
+#               refused: Keras 3's `fit` fails under
+#               `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
+#   JAX         `keras.distribution.DataParallel` over the local devices, or
+#               over the devices of several processes (machines) joined by
+#               `jax.distributed`: the path for several machines.
+#   torch       one device.
+#
+# `--batch-size` is per replica (device): a step takes `batch_size * replicas`
+# examples, the global batch. With `--lr-scaling` the learning rate is
+# multiplied by the number of replicas (the linear scaling rule).
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+# Multi-process settings are read from these environment variables when no
+# flag gives them (first found wins): JAX's own, then Keras' (see
+# `keras.distribution.initialize`). JAX itself also recognises SLURM (srun),
+# Open MPI (mpirun) and Kubernetes launches when a setting is left unset.
+COORDINATOR_ADDRESS_ENV = ("JAX_COORDINATOR_ADDRESS", "KERAS_DISTRIBUTION_JOB_ADDRESSES")
+NUM_PROCESSES_ENV = ("JAX_NUM_PROCESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES")
+PROCESS_ID_ENV = ("JAX_PROCESS_ID", "KERAS_DISTRIBUTION_PROCESS_ID")
+# Cluster managers: (name, number of processes, this process' id, a variable
+# present only in a launched step).
+CLUSTER_MANAGERS = (
+    ("SLURM", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NODELIST"),
+    ("Open MPI", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+)
+
+TF_MULTI_WORKER_MESSAGE = (
+    "Training on several machines is not available with the TensorFlow "
+    "backend: Keras 3's model.fit fails under "
+    "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585). Use "
+    "the JAX backend, one process per machine: KERAS_BACKEND=jax python "
+    "training/fit.py --strategy multi_worker --coordinator-address HOST:PORT "
+    "--num-processes N --process-id I ... (README, section 'Distributed "
+    "training'). For several GPUs in one machine use --strategy mirrored."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessGroup:
+    """The processes (usually one per machine) that train one model together.
+
+    Attributes:
+        coordinator_address: `"host:port"` of process 0's coordination
+            service, or None to let `jax.distributed` find it (SLURM, Open MPI).
+        num_processes: number of processes, > 1.
+        process_id: this process' rank in `[0, num_processes)`; 0 is the chief.
+        source: where the settings came from (for the run's config.json).
+    """
+
+    coordinator_address: str | None
+    num_processes: int
+    process_id: int
+    source: str
+
+
+def _first_env(environ, names):
+    for name in names:
+        value = environ.get(name)
+        if value not in (None, ""):
+            return value, name
+    return None, None
+
+
+def _as_int(value, what, where):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer; received {value!r} ({where}).")
+
+
+def process_group_settings(
+    coordinator_address=None, num_processes=None, process_id=None, environ=None
+):
+    """The multi-process settings of this run, or None for one process.
+
+    Each setting comes from its argument (the `--coordinator-address`,
+    `--num-processes`, `--process-id` flags) when given, else from the
+    environment: `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
+    `JAX_PROCESS_ID`, then Keras' `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
+    `KERAS_DISTRIBUTION_NUM_PROCESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`, then
+    a SLURM step (`SLURM_NTASKS`, `SLURM_PROCID`) or an Open MPI launch
+    (`OMPI_COMM_WORLD_SIZE`, `OMPI_COMM_WORLD_RANK`), whose coordinator
+    address `jax.distributed` works out itself.
+
+    Args:
+        coordinator_address: `"host:port"` of process 0 (any free port there).
+        num_processes: the number of processes.
+        process_id: this process' id, 0 .. num_processes - 1.
+        environ: the environment (default `os.environ`).
+
+    Returns:
+        A `ProcessGroup`, or None when there is one process.
+
+    Raises:
+        ValueError naming the missing or bad setting.
+
+    Example:
+    >>> process_group_settings("10.0.0.1:8476", 2, 1)
+    ProcessGroup(coordinator_address='10.0.0.1:8476', num_processes=2, process_id=1, source='flags')
+    """
+    environ = os.environ if environ is None else environ
+    sources = set()
+    if coordinator_address is not None or num_processes is not None or process_id is not None:
+        sources.add("flags")
+    if coordinator_address is None:
+        coordinator_address, name = _first_env(environ, COORDINATOR_ADDRESS_ENV)
+        if name:
+            sources.add(name)
+            # Keras' variable lists every job; the first is the coordinator.
+            coordinator_address = coordinator_address.split(",")[0].strip()
+    manager = None
+    for candidate in CLUSTER_MANAGERS:
+        if candidate[3] in environ and candidate[1] in environ:
+            manager = candidate
+            break
+    if num_processes is None:
+        num_processes, name = _first_env(environ, NUM_PROCESSES_ENV)
+        if name is None and manager is not None:
+            num_processes, name = environ[manager[1]], manager[1]
+        if name:
+            sources.add(name)
+            num_processes = _as_int(num_processes, "The number of processes", name)
+    if process_id is None:
+        process_id, name = _first_env(environ, PROCESS_ID_ENV)
+        if name is None and manager is not None and manager[2] in environ:
+            process_id, name = environ[manager[2]], manager[2]
+        if name:
+            sources.add(name)
+            process_id = _as_int(process_id, "The process id", name)
+
+    if num_processes is None or num_processes == 1:
+        if num_processes is None and (coordinator_address is not None or process_id is not None):
+            raise ValueError(
+                "A coordinator address or process id was given without the "
+                "number of processes: give --num-processes (or JAX_NUM_PROCESSES)."
+            )
+        if process_id not in (None, 0):
+            raise ValueError(
+                f"`process_id` must be 0 with one process; received {process_id!r}."
+            )
+        return None
+    if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
+        raise ValueError(
+            f"`num_processes` must be a positive integer; received {num_processes!r}."
+        )
+    if process_id is None:
+        raise ValueError(
+            f"{num_processes} processes but no process id: give each process "
+            "--process-id 0 .. N-1 (or JAX_PROCESS_ID); 0 is the chief."
+        )
+    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"`process_id` must be in [0, {num_processes - 1}] for "
+            f"{num_processes} processes; received {process_id!r}."
+        )
+    if coordinator_address is None and manager is None:
+        raise ValueError(
+            f"{num_processes} processes but no coordinator address: give "
+            "--coordinator-address HOST:PORT (process 0's host, a free port; "
+            "or JAX_COORDINATOR_ADDRESS), the same on every process."
+        )
+    if coordinator_address is not None:
+        host, _, port = str(coordinator_address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                "`coordinator_address` must be HOST:PORT (e.g. 10.0.0.1:8476); "
+                f"received {coordinator_address!r}."
+            )
+    if manager is not None and not sources - {manager[1], manager[2]}:
+        source = manager[0]
+    else:
+        source = ", ".join(sorted(sources))
+    return ProcessGroup(coordinator_address, num_processes, process_id, source)
+
+
+class TrainingDistribution:
+    """How one run is spread over devices and processes: a resolved `--strategy`.
+
+    Made by `resolve_distribution`. Build, compile and fit the model inside
+    `scope()`; write files only where `is_chief`.
+
+    Attributes:
+        strategy: `"one_device"`, `"mirrored"` (several devices of one
+            machine) or `"multi_worker"` (several processes).
+        backend: the Keras backend.
+        num_replicas: model replicas in sync (devices, all processes).
+        tf_strategy: the `tf.distribute.Strategy` (TensorFlow), else None.
+        keras_distribution: the `keras.distribution.DataParallel` (JAX),
+            else None.
+        process_group: the `ProcessGroup` of a multi-process run, else None.
+    """
+
+    def __init__(
+        self,
+        strategy,
+        backend,
+        num_replicas=1,
+        tf_strategy=None,
+        keras_distribution=None,
+        process_group=None,
+    ):
+        self.strategy = strategy
+        self.backend = backend
+        self.num_replicas = int(num_replicas)
+        self.tf_strategy = tf_strategy
+        self.keras_distribution = keras_distribution
+        self.process_group = process_group
+
+    @property
+    def num_processes(self):
+        return self.process_group.num_processes if self.process_group else 1
+
+    @property
+    def is_chief(self):
+        """Whether this process writes the run directory (process 0)."""
+        return self.process_group is None or self.process_group.process_id == 0
+
+    def global_batch_size(self, batch_size):
+        """Examples per step over all replicas for a per-replica `batch_size`."""
+        return int(batch_size) * self.num_replicas
+
+    def scope(self):
+        """The context in which to build, compile, fit and evaluate."""
+        if self.tf_strategy is not None:
+            return self.tf_strategy.scope()
+        if self.keras_distribution is not None:
+            return self.keras_distribution.scope()
+        return contextlib.nullcontext()
+
+    def shared_seed(self, seed):
+        """`seed` as process 0 has it, on every process: all processes must
+        shuffle alike (Keras gives each process its own slice of every global
+        batch) and initialise the same weights."""
+        if self.num_processes == 1:
+            return seed
+        from jax.experimental import multihost_utils
+
+        return int(multihost_utils.broadcast_one_to_all(np.int64(seed)))
+
+    def describe(self):
+        """A JSON-able summary for the run's config.json."""
+        engine = None
+        if self.tf_strategy is not None:
+            engine = f"tf.distribute.{type(self.tf_strategy).__name__}"
+        elif self.keras_distribution is not None:
+            engine = f"keras.distribution.{type(self.keras_distribution).__name__}"
+        return {
+            "strategy": self.strategy,
+            "engine": engine,
+            "replicas": self.num_replicas,
+            "processes": self.num_processes,
+            "process_group_source": (
+                self.process_group.source if self.process_group else None
+            ),
+        }
+
+    def __repr__(self):
+        return (
+            f"TrainingDistribution(strategy={self.strategy!r}, "
+            f"backend={self.backend!r}, num_replicas={self.num_replicas}, "
+            f"num_processes={self.num_processes})"
+        )
+
+
+def resolve_distribution(
+    strategy="auto",
+    *,
+    coordinator_address=None,
+    num_processes=None,
+    process_id=None,
+    backend=None,
+    environ=None,
+):
+    """Chooses the engine for `--strategy` on the current backend.
+
+    `"auto"`: several processes when a process group is configured (JAX),
+    else every local device when there are several (TensorFlow: GPUs
+    only), else one device. `"one_device"`: the default device.
+    `"mirrored"`: every device of this machine (TensorFlow:
+    `MirroredStrategy` over the GPUs, or over the logical CPU devices when
+    there is no GPU; JAX: `DataParallel` over `jax.local_devices()`).
+    `"multi_worker"`: several processes, one per machine (JAX only, see
+    `process_group_settings`); this calls `jax.distributed.initialize`, so
+    it must come before any JAX computation in the process.
+
+    Args:
+        strategy: one of `STRATEGIES`.
+        coordinator_address, num_processes, process_id: the process group
+            (see `process_group_settings`; also read from the environment).
+        backend: the Keras backend (default: the current one).
+        environ: the environment (default `os.environ`).
+
+    Returns:
+        A `TrainingDistribution`.
+
+    Raises:
+        ValueError: an unknown strategy, a strategy the backend cannot run
+            (TensorFlow multi-worker: see `TF_MULTI_WORKER_MESSAGE`), or bad
+            process settings.
+
+    Example:
+    >>> distribution = resolve_distribution("auto")
+    >>> with distribution.scope():
+    ...     model = build_model(10, width_multiplier=0.0625)
+    """
+    _check_choice("strategy", strategy, STRATEGIES)
+    backend = backend or keras.backend.backend()
+    environ = os.environ if environ is None else environ
+    group = process_group_settings(coordinator_address, num_processes, process_id, environ)
+    if backend == "tensorflow":
+        return _tensorflow_distribution(strategy, group, environ)
+    if backend == "jax":
+        return _jax_distribution(strategy, group)
+    if strategy in ("mirrored", "multi_worker") or group is not None:
+        raise ValueError(
+            f"--strategy {strategy}"
+            + (f" with {group.num_processes} processes" if group else "")
+            + f" is not available with the {backend} backend: use "
+            "KERAS_BACKEND=tensorflow (several GPUs of one machine) or "
+            "KERAS_BACKEND=jax (several GPUs, several machines)."
+        )
+    return TrainingDistribution("one_device", backend)
+
+
+def _tf_config_workers(environ):
+    """Number of tasks in a TF_CONFIG cluster (0 when there is none)."""
+    text = environ.get("TF_CONFIG")
+    if not text:
+        return 0
+    try:
+        cluster = json.loads(text).get("cluster", {})
+    except (ValueError, AttributeError):
+        return 0
+    return sum(len(tasks) for tasks in cluster.values())
+
+
+def _tensorflow_distribution(strategy, group, environ):
+    if strategy == "multi_worker" or group is not None or _tf_config_workers(environ) > 1:
+        raise ValueError(TF_MULTI_WORKER_MESSAGE)
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy == "one_device" or (strategy == "auto" and len(gpus) < 2):
+        return TrainingDistribution("one_device", "tensorflow")
+    devices = [device.name for device in gpus] or [
+        device.name for device in tf.config.list_logical_devices("CPU")
+    ]
+    mirrored = tf.distribute.MirroredStrategy(devices)
+    return TrainingDistribution(
+        "mirrored",
+        "tensorflow",
+        num_replicas=mirrored.num_replicas_in_sync,
+        tf_strategy=mirrored,
+    )
+
+
+def _jax_distribution(strategy, group):
+    import jax
+
+    if group is not None:
+        if strategy in ("one_device", "mirrored"):
+            raise ValueError(
+                f"--strategy {strategy} trains in one process, but "
+                f"{group.num_processes} processes are configured ({group.source}); "
+                "use --strategy multi_worker (or auto)."
+            )
+        initialize_processes(group)
+        devices = jax.devices()
+        name = "multi_worker"
+    else:
+        if strategy == "multi_worker":
+            raise ValueError(
+                "--strategy multi_worker needs the process group: "
+                "--coordinator-address HOST:PORT, --num-processes N and "
+                "--process-id I on each process (or JAX_COORDINATOR_ADDRESS, "
+                "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a SLURM / Open MPI launch)."
+            )
+        devices = jax.local_devices()
+        if strategy == "one_device" or (strategy == "auto" and len(devices) < 2):
+            return TrainingDistribution("one_device", "jax")
+        name = "mirrored"
+    data_parallel = keras.distribution.DataParallel(devices=devices)
+    return TrainingDistribution(
+        name,
+        "jax",
+        num_replicas=len(devices),
+        keras_distribution=data_parallel,
+        process_group=group,
+    )
+
+
+def initialize_processes(group):
+    """Joins this process to `group` with `jax.distributed.initialize`.
+
+    Must run before any JAX computation of the process. On CPUs the
+    cross-process collectives go through gloo (TCP); GPUs use NCCL.
+    A second call in the same process is a no-op.
+    """
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=group.coordinator_address,
+        num_processes=group.num_processes,
+        process_id=group.process_id,
+    )
+
+
+def scaled_learning_rate(learning_rate, distribution, lr_scaling=False):
+    """The learning rate to train with: `learning_rate * replicas` with
+    `lr_scaling` (the linear scaling rule for a global batch that grows with
+    the replicas), else `learning_rate`."""
+    if lr_scaling:
+        return float(learning_rate) * distribution.num_replicas
+    return float(learning_rate)
+
+
+def check_jit_compile(jit_compile, distribution):
+    """`--jit-compile` under `distribution`: XLA cannot compile a
+    `MirroredStrategy` step (it spans devices; TensorFlow's XLA known issue
+    "tf.Variable on a different device"), so "auto" turns it off there and
+    "on" is refused."""
+    if distribution.tf_strategy is None or distribution.num_replicas < 2:
+        return jit_compile
+    if jit_compile in (True, "on"):
+        raise ValueError(
+            "--jit-compile on cannot be used with --strategy mirrored on the "
+            "TensorFlow backend (XLA cannot compile a step spanning several "
+            "devices); use --jit-compile auto or off."
+        )
+    return "off"
+
+
+class _RestoreOnlyBackup(BackupAndRestore):
+    """BackupAndRestore for the processes other than the chief: resumes from
+    the chief's backup (the run directory must be one folder every process
+    sees, as on a shared file system) and never writes."""
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _save_model(self):
+        pass
+
+
+class _SameStartEverywhere(keras.callbacks.Callback):
+    """Stops every process with an error, instead of a hang, when they would
+    resume from different backups (e.g. a run directory that is not shared):
+    restoring is a step all processes take together. Runs before the
+    backup callbacks."""
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.metadata_path = os.path.join(backup_dir, "training_metadata.json")
+
+    def on_train_begin(self, logs=None):
+        from jax.experimental import multihost_utils
+
+        state = (-1, -1)  # No backup: a new run.
+        if os.path.exists(self.metadata_path):
+            with open(self.metadata_path) as file:
+                metadata = json.load(file)
+            state = (int(metadata.get("epoch", 0)), int(metadata.get("batch", 0)))
+        multihost_utils.assert_equal(
+            np.asarray(state, dtype=np.int64),
+            f"The processes see different backups in {self.metadata_path!r} "
+            "(epoch, batch): the run directory must be one folder that every "
+            "process reads, e.g. on a shared file system.",
+        )
+
+
+def distributed_callbacks(callbacks, run_dir, distribution, save_freq=None):
+    """The callbacks of this process: the chief's are `callbacks` (they
+    write the run directory); another process only restores the backup.
+    Multi-process runs also check that all processes resume alike."""
+    if not distribution.is_chief:
+        # The learning-rate logger reads a device value: every process runs
+        # it, as the chief does.
+        callbacks = [
+            LearningRateLogger(),
+            keras.callbacks.TerminateOnNaN(),
+            _RestoreOnlyBackup(os.path.join(run_dir, BACKUP_DIR), save_freq=save_freq),
+        ]
+    if distribution.num_processes > 1:
+        backup_dir = os.path.join(run_dir, BACKUP_DIR)
+        callbacks = [_SameStartEverywhere(backup_dir)] + list(callbacks)
+    return callbacks
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Runs the body with no Keras distribution active (JAX).
+
+    For what one process does alone, like the chief writing a `.keras` file:
+    Keras' saving creates a throwaway optimizer, and under a multi-process
+    distribution creating a variable is a step every process must take.
+    """
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)

@@ -12,6 +12,14 @@ small run, and the plain VGG baseline beside it:
     python training/fit.py --data-dir ../shared/data/cifar10 --width 0.25 \\
         --epochs 3 --variant noatt --output-dir runs/noatt_w025
 
+Several GPUs of one machine (TensorFlow MirroredStrategy; global batch =
+--batch-size x GPUs), and several machines (JAX backend, one process each):
+
+    python training/fit.py --strategy mirrored --output-dir runs/mirrored
+    KERAS_BACKEND=jax python training/fit.py --strategy multi_worker \\
+        --coordinator-address 10.0.0.1:8476 --num-processes 2 --process-id 0 \\
+        --output-dir /shared/runs/two_hosts     # on host 10.0.0.1; --process-id 1 on the other
+
 Run the same command again after an interruption (Ctrl-C, a kill, a reboot)
 and training continues after the last finished epoch. Watch it with
 
@@ -172,7 +180,11 @@ def build_parser():
         "--epochs", type=_positive_int, default=300, help="epochs to train in all."
     )
     optimisation.add_argument(
-        "--batch-size", type=_positive_int, default=128, help="examples per step."
+        "--batch-size",
+        type=_positive_int,
+        default=128,
+        help="examples per step on each replica (device); a step takes "
+        "batch-size x replicas examples (see --strategy).",
     )
     optimisation.add_argument(
         "--learning-rate",
@@ -238,6 +250,54 @@ def build_parser():
         default=None,
         help="random seed (weights, shuffling, augmentation); default: a "
         "random one, recorded in config.json.",
+    )
+
+    distribution = parser.add_argument_group(
+        "distribution",
+        "Several GPUs of one machine: --strategy mirrored (TensorFlow "
+        "MirroredStrategy, or JAX DataParallel). Several machines: the JAX "
+        "backend, one process per machine, each given the same "
+        "--coordinator-address and --num-processes and its own --process-id; "
+        "only process 0 writes the run directory.",
+    )
+    distribution.add_argument(
+        "--strategy",
+        choices=("auto", "one_device", "mirrored", "multi_worker"),
+        default="auto",
+        help="auto: several processes when a process group is configured, "
+        "else all local GPUs when there are several (JAX: all local "
+        "devices), else one device; one_device; mirrored: all devices of "
+        "this machine (TensorFlow: GPUs, or the logical CPU devices without "
+        "one); multi_worker: several machines (JAX backend only; TensorFlow's "
+        "MultiWorkerMirroredStrategy does not work with Keras 3's fit).",
+    )
+    distribution.add_argument(
+        "--lr-scaling",
+        action="store_true",
+        help="multiply --learning-rate by the number of replicas (the linear "
+        "scaling rule, for a global batch that grows with the replicas).",
+    )
+    distribution.add_argument(
+        "--coordinator-address",
+        default=None,
+        help="HOST:PORT of process 0 (any free port there), the same on every "
+        "process (default: $JAX_COORDINATOR_ADDRESS; found by JAX under SLURM "
+        "or Open MPI).",
+    )
+    distribution.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        help="number of processes training together (default: "
+        "$JAX_NUM_PROCESSES, $SLURM_NTASKS or $OMPI_COMM_WORLD_SIZE; 1).",
+    )
+    distribution.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        help="this process' id, 0 .. N-1; 0 is the chief that writes the run "
+        "directory (default: $JAX_PROCESS_ID, $SLURM_PROCID or "
+        "$OMPI_COMM_WORLD_RANK).",
     )
 
     output = parser.add_argument_group("output")

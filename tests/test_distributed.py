@@ -1,0 +1,466 @@
+"""Distributed training: strategy choice, TF MirroredStrategy and JAX
+DataParallel against one device, two JAX processes through the CLI, resume
+after SIGKILL under MirroredStrategy.
+
+Device counts are fixed when a backend starts, so every run on several
+devices is a subprocess: TensorFlow splits its CPU into 2 logical devices
+(`tf.config.set_logical_device_configuration`), JAX gets 2 host devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=2`) or 2 processes on
+127.0.0.1. Each subprocess test runs under the backend it is about (the
+others skip it) and is bounded by a timeout.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ltpa import training
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIT = os.path.join(REPO_ROOT, "training", "fit.py")
+BACKEND = keras.backend.backend()
+jax_only = pytest.mark.skipif(
+    BACKEND != "jax", reason=f"runs JAX subprocesses (running under {BACKEND})"
+)
+# A subprocess that has not finished by then has hung: fail, do not wait.
+TIMEOUT_S = 420
+TINY = ["--width", "0.0625", "--batch-size", "4", "--seed", "0", "--precision", "float32"]
+
+# Trains the same tiny model from the same weights on the same global batches,
+# once under `resolve_distribution("mirrored")` on 2 devices and once on one
+# device, and writes what the test compares. argv: output folder.
+EQUALITY_SCRIPT = r'''
+import contextlib, json, os, sys
+import numpy as np
+out = sys.argv[1]
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import tensorflow as tf
+from keras_ltpa import build_model, training
+
+distribution = training.resolve_distribution("mirrored")
+one_device = training.resolve_distribution("one_device")
+# XLA cannot compile a MirroredStrategy step; both TF runs go without it.
+JIT = "off" if keras.backend.backend() == "tensorflow" else "auto"
+PER_REPLICA, STEPS = 4, 3
+GLOBAL = PER_REPLICA * distribution.num_replicas
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (STEPS * GLOBAL, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 10, STEPS * GLOBAL).astype("int32")
+
+def make(frozen_bn):
+    model = build_model(10, width_multiplier=0.0625)
+    for layer in model.layers:
+        if frozen_bn and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # Inference mode: moving statistics.
+    return model
+
+keras.utils.set_random_seed(0)
+initial = make(False).get_weights()
+
+def train(dist, frozen_bn, x, y, batch_size, learning_rate):
+    with dist.scope():
+        model = make(frozen_bn)
+        model.set_weights(initial)
+        optimizer = training.make_optimizer(100, learning_rate=learning_rate)
+        training.compile_model(model, optimizer, jit_compile=JIT)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+    return model
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
+
+# 1. Batch norm frozen: the step is the same maths on both sides.
+many = train(distribution, True, images, labels, GLOBAL, 0.01)
+one = train(one_device, True, images, labels, GLOBAL, 0.01)
+result = {
+    "replicas": distribution.num_replicas,
+    "engine": distribution.describe()["engine"],
+    "frozen_max_diff": max_diff(many.get_weights(), one.get_weights()),
+    "frozen_max_update": max_diff(many.get_weights(), initial),
+}
+path = os.path.join(out, "distributed.keras")
+many.save(path)
+np.save(os.path.join(out, "distributed_predictions.npy"),
+        np.asarray(many.predict(images[:8], verbose=0)))
+
+# 2. Batch norm training: whose statistics? One step on [a, b], compared
+# with one device on [a, b] (global statistics) and on a (replica 0's).
+x, y = images[:GLOBAL], labels[:GLOBAL]
+moving = lambda m: [np.asarray(w.numpy())
+                    for w in m.non_trainable_weights if "moving" in w.path]
+stats = moving(train(distribution, False, x, y, GLOBAL, 0.1))
+result["bn_vs_global_batch"] = max_diff(
+    stats, moving(train(one_device, False, x, y, GLOBAL, 0.1)))
+result["bn_vs_first_replica"] = max_diff(
+    stats, moving(train(one_device, False, x[:PER_REPLICA], y[:PER_REPLICA],
+                        PER_REPLICA, 0.1)))
+with open(os.path.join(out, "result.json"), "w") as f:
+    json.dump(result, f)
+'''
+
+# Runs training/fit.py's main() after an optional split of the CPU into
+# logical TensorFlow devices ($LTPA_TF_CPU_DEVICES), and saves the trained
+# weights of this process to $LTPA_WEIGHTS_OUT (even where the run
+# directory is not written).
+FIT_WRAPPER = r'''
+import os, sys
+import numpy as np
+devices = int(os.environ.get("LTPA_TF_CPU_DEVICES", "0"))
+if devices:
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import fit
+from keras_ltpa import training
+run_training = training.run_training
+
+def run_and_keep_weights(config):
+    result = run_training(config)
+    if os.environ.get("LTPA_WEIGHTS_OUT"):
+        np.savez(os.environ["LTPA_WEIGHTS_OUT"], *result["model"].get_weights())
+    return result
+
+training.run_training = run_and_keep_weights
+sys.exit(fit.main(sys.argv[2:]))
+'''
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
+
+
+def _run_script(tmp_path, script, args, env, timeout=TIMEOUT_S):
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    result = subprocess.run(
+        [sys.executable, str(path)] + [str(a) for a in args],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process):
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, shared_data_dir):
+    """3 classes of real CIFAR-10 JPEGs: 8 train and 4 test images each."""
+    root = tmp_path / "images"
+    for name in ("airplane", "cat", "ship"):
+        for split, count in (("train", 8), ("test", 4)):
+            target = root / split / name
+            target.mkdir(parents=True)
+            source = shared_data_dir / "cifar10" / split / name
+            for file in sorted(source.iterdir())[:count]:
+                shutil.copy(file, target / file.name)
+    return root
+
+
+# --- Settings (every backend, in-process) ----------------------------------
+
+
+def test_process_group_from_flags_environment_and_cluster_managers():
+    assert training.process_group_settings(environ={}) is None
+    assert training.process_group_settings(num_processes=1, environ={}) is None
+    group = training.process_group_settings("10.0.0.1:8476", 4, 3, environ={})
+    assert (group.coordinator_address, group.num_processes, group.process_id) == (
+        "10.0.0.1:8476", 4, 3
+    )
+    assert group.source == "flags"
+    jax_env = {
+        "JAX_COORDINATOR_ADDRESS": "h0:1234", "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": "1",
+    }
+    group = training.process_group_settings(environ=jax_env)
+    assert (group.coordinator_address, group.num_processes, group.process_id) == (
+        "h0:1234", 2, 1
+    )
+    # A flag wins over the environment.
+    assert training.process_group_settings(process_id=0, environ=jax_env).process_id == 0
+    keras_env = {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": "h0:99,h1:99,h2:99",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "3",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "2",
+    }
+    group = training.process_group_settings(environ=keras_env)
+    assert (group.coordinator_address, group.num_processes, group.process_id) == (
+        "h0:99", 3, 2
+    )
+    slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_STEP_NODELIST": "n[1-8]"}
+    group = training.process_group_settings(environ=slurm)
+    # The coordinator is left to jax.distributed, which reads the node list.
+    assert (group.coordinator_address, group.num_processes, group.process_id) == (None, 8, 5)
+    assert group.source == "SLURM"
+    mpi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"}
+    assert training.process_group_settings(environ=mpi).num_processes == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (dict(coordinator_address="h:1", num_processes=2), "--process-id"),
+        (dict(num_processes=2, process_id=0), "--coordinator-address"),
+        (dict(coordinator_address="h:1", num_processes=2, process_id=2), "[0, 1]"),
+        (dict(coordinator_address="no-port", num_processes=2, process_id=0), "'no-port'"),
+        (dict(coordinator_address="h:1", process_id=1), "--num-processes"),
+    ],
+)
+def test_bad_process_group_names_the_setting(kwargs, named):
+    with pytest.raises(ValueError, match=None) as error:
+        training.process_group_settings(environ={}, **kwargs)
+    assert named in str(error.value)
+
+
+def test_unknown_strategy_and_backend_limits_are_clear_errors():
+    with pytest.raises(ValueError, match="'parameter_server'"):
+        training.resolve_distribution("parameter_server")
+    distribution = training.resolve_distribution("one_device")
+    assert (distribution.num_replicas, distribution.is_chief) == (1, True)
+    assert distribution.global_batch_size(128) == 128
+    assert training.scaled_learning_rate(0.1, distribution, lr_scaling=True) == 0.1
+    if BACKEND == "tensorflow":
+        for kwargs in (
+            dict(strategy="multi_worker"),
+            dict(strategy="auto", environ={"TF_CONFIG": json.dumps(
+                {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}
+            )}),
+        ):
+            with pytest.raises(ValueError) as error:
+                training.resolve_distribution(**kwargs)
+            message = str(error.value)
+            assert "keras-team/keras#20585" in message and "KERAS_BACKEND=jax" in message
+            assert "--strategy multi_worker" in message
+    elif BACKEND == "jax":
+        with pytest.raises(ValueError, match="--coordinator-address"):
+            training.resolve_distribution("multi_worker", environ={})
+    else:
+        for strategy in ("mirrored", "multi_worker"):
+            with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+                training.resolve_distribution(strategy)
+
+
+@pytest.mark.tf_only
+def test_cli_multi_worker_on_tensorflow_stops_naming_the_jax_path(tmp_path, capsys):
+    sys.path.insert(0, os.path.dirname(FIT))
+    try:
+        import fit
+    finally:
+        sys.path.remove(os.path.dirname(FIT))
+    run_dir = tmp_path / "run"
+    code = fit.main(["--strategy", "multi_worker", "--output-dir", str(run_dir)] + TINY)
+    assert code == 2
+    lines = [
+        line for line in capsys.readouterr().err.splitlines()
+        if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING"))
+    ]
+    assert len(lines) == 1 and lines[0].startswith("fit.py: error:")
+    assert "KERAS_BACKEND=jax" in lines[0] and "#20585" in lines[0]
+    assert not run_dir.exists()
+
+
+# --- Two devices against one -----------------------------------------------
+
+# Tolerances. With batch norm frozen (inference mode), a replicated step and
+# a one-device step compute the same sums in another order (each replica sums
+# its half of the batch, then the halves are added), so the weights differ by
+# float32 rounding only: measured 2e-7 after 3 steps. FROZEN_ATOL is 50x that,
+# and 100x below the update itself (asserted), so a real fault (a gradient
+# summed instead of averaged, a replica reading the wrong half, weight decay
+# counted per replica) is far outside it. In training mode, batch norm's
+# backward pass subtracts batch means, which amplifies rounding: one device
+# on [a, a] vs on [a] already differs by ~0.5% of the update, so trainable
+# weights are compared with batch norm frozen, and the statistics, a forward
+# quantity, in training mode.
+FROZEN_ATOL = 1e-5
+STATS_ATOL = 1e-5
+
+
+def _check_two_devices_match_one(tmp_path, env, engine):
+    _run_script(tmp_path, EQUALITY_SCRIPT, [tmp_path], env)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["replicas"] == 2 and result["engine"] == engine
+    assert result["frozen_max_update"] > 100 * FROZEN_ATOL
+    assert result["frozen_max_diff"] < FROZEN_ATOL, result
+    # Its .keras file loads and predicts on one device (this process).
+    model = keras.saving.load_model(tmp_path / "distributed.keras")
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0),
+        np.load(tmp_path / "distributed_predictions.npy"),
+        rtol=1e-5, atol=1e-5,
+    )
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path):
+    result = _check_two_devices_match_one(
+        tmp_path, _env(KERAS_BACKEND="tensorflow"), "tf.distribute.MirroredStrategy"
+    )
+    # MirroredStrategy normalises each replica's half batch by its own
+    # statistics and keeps replica 0's moving statistics (Keras creates them
+    # without cross-replica aggregation): equal to one device on that half.
+    assert result["bn_vs_first_replica"] < STATS_ATOL, result
+    assert result["bn_vs_global_batch"] > 100 * STATS_ATOL, result
+
+
+@pytest.mark.slow
+@jax_only
+def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
+    env = _env(
+        KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
+    result = _check_two_devices_match_one(
+        tmp_path, env, "keras.distribution.DataParallel"
+    )
+    # One program over both devices: batch norm statistics are those of the
+    # global batch, as on one device.
+    assert result["bn_vs_global_batch"] < STATS_ATOL, result
+    assert result["bn_vs_first_replica"] > 100 * STATS_ATOL, result
+
+
+# --- Through the CLI -------------------------------------------------------
+
+
+@pytest.mark.slow
+@jax_only
+def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_folder, tmp_path):
+    wrapper = tmp_path / "run_fit.py"
+    wrapper.write_text(FIT_WRAPPER)
+    address = f"127.0.0.1:{_free_port()}"
+    processes, logs = [], []
+    try:
+        for rank in (0, 1):
+            command = [
+                sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_folder),
+                "--output-dir", str(tmp_path / f"run{rank}"), "--epochs", "2",
+                "--steps-per-epoch", "2", "--no-export", "--verbose", "2",
+                "--strategy", "multi_worker", "--coordinator-address", address,
+                "--num-processes", "2", "--process-id", str(rank),
+            ] + TINY
+            log = open(tmp_path / f"process{rank}.log", "w")
+            logs.append(log)
+            env = _env(KERAS_BACKEND="jax", LTPA_WEIGHTS_OUT=str(tmp_path / f"w{rank}.npz"))
+            processes.append(
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            )
+        deadline = time.time() + TIMEOUT_S
+        for process in processes:
+            process.wait(timeout=max(1, deadline - time.time()))
+    finally:
+        for process in processes:
+            _stop(process)
+        for log in logs:
+            log.close()
+    outputs = [(tmp_path / f"process{rank}.log").read_text() for rank in (0, 1)]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-4000:]
+
+    # Both processes end with the same weights, bit for bit.
+    weights = [np.load(tmp_path / f"w{rank}.npz") for rank in (0, 1)]
+    assert len(weights[0].files) == len(weights[1].files) > 0
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    # Only process 0 wrote a run directory, and its model is that state.
+    assert not (tmp_path / "run1").exists()
+    run_dir = tmp_path / "run0"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distribution"]["processes"] == 2
+    assert config["distribution"]["replicas"] == 2 and config["global_batch_size"] == 8
+    assert len(training.read_history(run_dir / "history.csv")) == 2
+    saved = keras.saving.load_model(run_dir / "model.keras").get_weights()
+    for name, value in zip(weights[0].files, saved):
+        np.testing.assert_array_equal(weights[0][name], value)
+    summaries = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
+    assert summaries[0]["model"] == str(run_dir / "model.keras")
+    assert summaries[1]["model"] is None
+    assert summaries[0]["test_accuracy"] == summaries[1]["test_accuracy"]
+
+
+def _backed_up_epochs(run_dir):
+    try:
+        with open(run_dir / "backup" / "training_metadata.json") as file:
+            return json.load(file)["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+def test_mirrored_run_killed_mid_way_resumes(tiny_folder, tmp_path):
+    wrapper = tmp_path / "run_fit.py"
+    wrapper.write_text(FIT_WRAPPER)
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_folder),
+        "--output-dir", str(run_dir), "--epochs", "3", "--steps-per-epoch", "2",
+        "--strategy", "mirrored", "--no-export", "--overlay-images", "2",
+        "--verbose", "2",
+    ] + TINY
+    env = _env(KERAS_BACKEND="tensorflow", LTPA_TF_CPU_DEVICES="2")
+
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.time() + TIMEOUT_S
+            while (
+                _backed_up_epochs(run_dir) < 1
+                and first.poll() is None
+                and time.time() < deadline
+            ):
+                time.sleep(0.05)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+    done = _backed_up_epochs(run_dir)
+    assert 1 <= done < 3, (tmp_path / "first.log").read_text()[-3000:]
+    kept = training.read_history(run_dir / "history.csv")[:done]
+    assert len(kept) == done and not (run_dir / "metrics.json").exists()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distribution"]["replicas"] == 2
+    assert config["distribution"]["engine"] == "tf.distribute.MirroredStrategy"
+
+    second = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=TIMEOUT_S
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    epochs_run = [
+        line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
+    ]
+    assert epochs_run[0] == f"{done + 1}/3"  # Continued, not started over.
+    rows = training.read_history(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert rows[:done] == kept
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["test_examples"] == 8
+    assert (tmp_path / "run" / "model.keras").exists()
