@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_ltpa import data as ltpa_data
+from keras_ltpa.model import _check_choice
 from keras_ltpa.model import build_model
 from keras_ltpa.model import parse_variant
 
@@ -755,14 +756,6 @@ class TrainingConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1); received {self.dropout!r}.")
         return self
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"`{argument}` must be one of {', '.join(map(repr, allowed))}; "
-            f"received {argument}={value!r}."
-        )
 
 
 def _check_resume(run_dir, settings):

@@ -39,3 +39,20 @@ def shared_data_dir():
     if not DATA_DIR.is_dir():
         pytest.fail(f"shared data not found at {DATA_DIR}; set KERAS_LTPA_SHARED")
     return DATA_DIR
+
+
+@pytest.fixture
+def tiny_cifar_folder(tmp_path, shared_data_dir):
+    """An image folder of real CIFAR-10 JPEGs: DIR/{train,test}/<class>/,
+    3 classes (airplane, cat, ship), 8 train and 4 test images each."""
+    import shutil
+
+    root = tmp_path / "tiny_cifar"
+    for name in ("airplane", "cat", "ship"):
+        for split, count in (("train", 8), ("test", 4)):
+            target = root / split / name
+            target.mkdir(parents=True)
+            source = shared_data_dir / "cifar10" / split / name
+            for file in sorted(source.iterdir())[:count]:
+                shutil.copy(file, target / file.name)
+    return root

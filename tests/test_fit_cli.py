@@ -34,20 +34,6 @@ def _load_fit():
 fit = _load_fit()
 
 
-@pytest.fixture
-def tiny_folder(tmp_path, shared_data_dir):
-    """3 classes of real CIFAR-10 JPEGs: 8 train and 4 test images each."""
-    root = tmp_path / "images"
-    for name in ("airplane", "cat", "ship"):
-        for split, count in (("train", 8), ("test", 4)):
-            target = root / split / name
-            target.mkdir(parents=True)
-            source = shared_data_dir / "cifar10" / split / name
-            for file in sorted(source.iterdir())[:count]:
-                shutil.copy(file, target / file.name)
-    return root
-
-
 def _error_lines(stderr):
     """stderr without TensorFlow/absl start-up log lines."""
     return [
@@ -104,10 +90,10 @@ def _break(folder, case):
 
 
 @pytest.mark.parametrize("case", ["missing dir", "empty class folder", "corrupt image"])
-def test_bad_data_exits_2_naming_it_and_writes_nothing(case, tiny_folder, tmp_path, capsys):
-    named = _break(tiny_folder, case)
+def test_bad_data_exits_2_naming_it_and_writes_nothing(case, tiny_cifar_folder, tmp_path, capsys):
+    named = _break(tiny_cifar_folder, case)
     run_dir = tmp_path / "run"
-    code = fit.main(["--data-dir", str(tiny_folder), "--output-dir", str(run_dir)] + TINY)
+    code = fit.main(["--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir)] + TINY)
     assert code == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("fit.py: error:") and named in lines[0]
@@ -208,10 +194,10 @@ def _backed_up_epochs(run_dir):
 
 
 @pytest.mark.slow
-def test_resumes_after_sigkill_keeping_finished_epochs(tiny_folder, tmp_path):
+def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_path):
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, FIT, "--data-dir", str(tiny_folder), "--output-dir",
+        sys.executable, FIT, "--data-dir", str(tiny_cifar_folder), "--output-dir",
         str(run_dir), "--epochs", "4", "--steps-per-epoch", "3",
         "--overlay-images", "2", "--verbose", "2", "--precision", "float32",
     ] + TINY

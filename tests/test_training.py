@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -232,37 +231,23 @@ def test_config_defaults_are_the_paper_s():
     assert config.variant == "att3-concat-pc"
 
 
-@pytest.fixture
-def tiny_folder(tmp_path, shared_data_dir):
-    """3 classes of real CIFAR-10 JPEGs: 8 train and 4 test images each."""
-    root = tmp_path / "tiny_cifar"
-    for name in ("airplane", "cat", "ship"):
-        for split, count in (("train", 8), ("test", 4)):
-            source = shared_data_dir / "cifar10" / split / name
-            target = root / split / name
-            target.mkdir(parents=True)
-            for file in sorted(source.iterdir())[:count]:
-                shutil.copy(file, target / file.name)
-    return root
-
-
-def test_bad_data_fails_before_writing(tmp_path, tiny_folder):
+def test_bad_data_fails_before_writing(tmp_path, tiny_cifar_folder):
     run_dir = tmp_path / "run"
     with pytest.raises(DataError, match="missing"):
         training.run_training(dict(data_dir=str(tmp_path / "missing"), output_dir=str(run_dir)))
     assert not run_dir.exists()
     with pytest.raises(training.SetupError, match="width_multiplier"):
         training.run_training(
-            dict(data_dir=str(tiny_folder), output_dir=str(run_dir), width_multiplier=-1)
+            dict(data_dir=str(tiny_cifar_folder), output_dir=str(run_dir), width_multiplier=-1)
         )
     assert not run_dir.exists()
 
 
-def test_resuming_another_model_is_refused(tmp_path, tiny_folder):
+def test_resuming_another_model_is_refused(tmp_path, tiny_cifar_folder):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"variant": "att2-indep-dp"}))
     with pytest.raises(training.SetupError, match="variant='att2-indep-dp'"):
         training.run_training(
-            dict(data_dir=str(tiny_folder), output_dir=str(run_dir), width_multiplier=0.0625)
+            dict(data_dir=str(tiny_cifar_folder), output_dir=str(run_dir), width_multiplier=0.0625)
         )
