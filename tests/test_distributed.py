@@ -12,7 +12,6 @@ others skip it) and is bounded by a timeout.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,9 @@ import numpy as np
 import pytest
 
 from keras_ltpa import training
+from tests.test_fit_cli import _backed_up_epochs
+from tests.test_fit_cli import _wait_for
+from tests.test_fit_cli import fit
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(REPO_ROOT, "training", "fit.py")
@@ -171,20 +173,6 @@ def _stop(process):
     process.wait()
 
 
-@pytest.fixture
-def tiny_folder(tmp_path, shared_data_dir):
-    """3 classes of real CIFAR-10 JPEGs: 8 train and 4 test images each."""
-    root = tmp_path / "images"
-    for name in ("airplane", "cat", "ship"):
-        for split, count in (("train", 8), ("test", 4)):
-            target = root / split / name
-            target.mkdir(parents=True)
-            source = shared_data_dir / "cifar10" / split / name
-            for file in sorted(source.iterdir())[:count]:
-                shutil.copy(file, target / file.name)
-    return root
-
-
 # --- Settings (every backend, in-process) ----------------------------------
 
 
@@ -270,11 +258,6 @@ def test_unknown_strategy_and_backend_limits_are_clear_errors():
 
 @pytest.mark.tf_only
 def test_cli_multi_worker_on_tensorflow_stops_naming_the_jax_path(tmp_path, capsys):
-    sys.path.insert(0, os.path.dirname(FIT))
-    try:
-        import fit
-    finally:
-        sys.path.remove(os.path.dirname(FIT))
     run_dir = tmp_path / "run"
     code = fit.main(["--strategy", "multi_worker", "--output-dir", str(run_dir)] + TINY)
     assert code == 2
@@ -354,7 +337,7 @@ def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
 
 @pytest.mark.slow
 @jax_only
-def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_folder, tmp_path):
+def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_cifar_folder, tmp_path):
     wrapper = tmp_path / "run_fit.py"
     wrapper.write_text(FIT_WRAPPER)
     address = f"127.0.0.1:{_free_port()}"
@@ -362,7 +345,7 @@ def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_folder,
     try:
         for rank in (0, 1):
             command = [
-                sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_folder),
+                sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_cifar_folder),
                 "--output-dir", str(tmp_path / f"run{rank}"), "--epochs", "2",
                 "--steps-per-epoch", "2", "--no-export", "--verbose", "2",
                 "--strategy", "multi_worker", "--coordinator-address", address,
@@ -398,6 +381,8 @@ def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_folder,
     assert config["distribution"]["processes"] == 2
     assert config["distribution"]["replicas"] == 2 and config["global_batch_size"] == 8
     assert len(training.read_history(run_dir / "history.csv")) == 2
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run_dir / "backup" / "latest.weights.h5").exists()
     saved = keras.saving.load_model(run_dir / "model.keras").get_weights()
     for name, value in zip(weights[0].files, saved):
         np.testing.assert_array_equal(weights[0][name], value)
@@ -407,38 +392,24 @@ def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_folder,
     assert summaries[0]["test_accuracy"] == summaries[1]["test_accuracy"]
 
 
-def _backed_up_epochs(run_dir):
-    try:
-        with open(run_dir / "backup" / "training_metadata.json") as file:
-            return json.load(file)["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 @pytest.mark.tf_only
-def test_mirrored_run_killed_mid_way_resumes(tiny_folder, tmp_path):
+def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
     wrapper = tmp_path / "run_fit.py"
     wrapper.write_text(FIT_WRAPPER)
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_folder),
+        sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_cifar_folder),
         "--output-dir", str(run_dir), "--epochs", "3", "--steps-per-epoch", "2",
         "--strategy", "mirrored", "--no-export", "--overlay-images", "2",
-        "--verbose", "2",
+        "--verbose", "2", "--learning-rate", "0.05", "--lr-scaling",
     ] + TINY
     env = _env(KERAS_BACKEND="tensorflow", LTPA_TF_CPU_DEVICES="2")
 
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.time() + TIMEOUT_S
-            while (
-                _backed_up_epochs(run_dir) < 1
-                and first.poll() is None
-                and time.time() < deadline
-            ):
-                time.sleep(0.05)
+            _wait_for(lambda: _backed_up_epochs(run_dir) >= 1, first, TIMEOUT_S)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
@@ -449,6 +420,9 @@ def test_mirrored_run_killed_mid_way_resumes(tiny_folder, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribution"]["replicas"] == 2
     assert config["distribution"]["engine"] == "tf.distribute.MirroredStrategy"
+    # 4 examples per replica, 2 replicas; the rate scaled by the replicas.
+    assert config["global_batch_size"] == 8 and config["learning_rate_used"] == 0.1
+    assert float(kept[0]["learning_rate"]) == pytest.approx(0.1)
 
     second = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=TIMEOUT_S
