@@ -893,7 +893,7 @@ def _set_up(config):
         )
     if config.steps_per_epoch is not None:
         train = train.repeat()
-    if distribution.num_replicas > 1 and not ltpa_data.dataset_size(test):
+    if distribution.num_replicas > 1 and ltpa_data.dataset_size(test) == 0:
         raise ValueError(
             f"The test split has fewer examples than one global batch of "
             f"{source['batch_size']} ({config.batch_size} per replica x "
@@ -1323,7 +1323,7 @@ class TrainingDistribution:
             return seed
         from jax.experimental import multihost_utils
 
-        return int(multihost_utils.broadcast_one_to_all(np.int64(seed)))
+        return int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
 
     def describe(self):
         """A JSON-able summary for the run's config.json."""
@@ -1552,7 +1552,7 @@ class _SameStartEverywhere(keras.callbacks.Callback):
                 metadata = json.load(file)
             state = (int(metadata.get("epoch", 0)), int(metadata.get("batch", 0)))
         multihost_utils.assert_equal(
-            np.asarray(state, dtype=np.int64),
+            np.asarray(state, dtype=np.int32),
             f"The processes see different backups in {self.metadata_path!r} "
             "(epoch, batch): the run directory must be one folder that every "
             "process reads, e.g. on a shared file system.",
