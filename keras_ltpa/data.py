@@ -372,9 +372,11 @@ def _tfds_source(name, split, tfds_data_dir, shuffle_files, seed):
     try:
         builder.download_and_prepare()
     except Exception as error:  # Network or disk trouble, reported in one line.
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
         raise DataError(
             f"Could not download or prepare tensorflow-datasets {name!r} in "
-            f"{builder.data_dir!r}: {type(error).__name__}: {error}".splitlines()[0]
+            f"{builder.data_dir!r} ({reason}). Without internet access, train on "
+            "an image folder instead (data_dir=, --data-dir)."
         ) from None
     splits = builder.info.splits
     if splits and split.split("[")[0] not in splits:

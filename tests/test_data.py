@@ -229,6 +229,22 @@ def test_corrupt_image_is_named(image_folder, kind):
     ) == [str(bad)]
 
 
+def test_tfds_download_failure_is_one_clear_error(monkeypatch):
+    with tfds.testing.mock_data(num_examples=4):
+        builder = tfds.builder("cifar10")
+
+    def _offline():
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nmore detail")
+
+    monkeypatch.setattr(builder, "download_and_prepare", _offline)
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: builder)
+    with pytest.raises(data.DataError) as error:
+        data.load_dataset("train", dataset="cifar10")
+    message = str(error.value)
+    assert "'cifar10'" in message and "ConnectionError" in message
+    assert "--data-dir" in message and "\n" not in message
+
+
 def test_unknown_tfds_name():
     with pytest.raises(data.DataError, match="'no_such_dataset'"):
         data.load_dataset("train", dataset="no_such_dataset")
