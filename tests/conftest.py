@@ -1,5 +1,6 @@
 """Shared test setup: backend-aware markers and paths to the shared data."""
 
+import importlib.util
 import os
 import pathlib
 
@@ -56,3 +57,10 @@ def tiny_cifar_folder(tmp_path, shared_data_dir):
             for file in sorted(source.iterdir())[:count]:
                 shutil.copy(file, target / file.name)
     return root
+
+
+def require_backend_package(backend):
+    """Skips a test that starts a `backend` subprocess when it is not installed."""
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{backend} is not installed (pip install -e '.[{backend}]')")

@@ -15,6 +15,7 @@ import pytest
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
 from keras_ltpa import export
+from tests.conftest import require_backend_package
 
 WIDTH = 0.0625
 CLASS_NAMES = [f"class {i}" for i in range(10)]
@@ -655,6 +656,7 @@ def test_model_from_another_backend_exports(trained_under, model, tmp_path):
         np.savez(reference, **keras_outputs(model, IMAGES))
         path = export.export_saved_model(model, tmp_path / "saved", class_names=CLASS_NAMES)
     else:
+        require_backend_package(trained_under)
         env = dict(os.environ, KERAS_BACKEND=trained_under)
         tests_dir = os.path.dirname(__file__)
         subprocess.run(

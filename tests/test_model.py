@@ -13,6 +13,7 @@ import pytest
 import keras_ltpa
 from keras_ltpa import backbones
 from keras_ltpa.model import build_model
+from tests.conftest import require_backend_package
 
 WIDTH = 0.0625  # 4..32 channels: seconds per model on a CPU
 RNG = np.random.default_rng(0)
@@ -276,6 +277,7 @@ def test_keras_file_loads_under_another_backend(tmp_path):
     np.save(tmp_path / "images.npy", IMAGES)
     expected = keras_ltpa.attention_model(model).predict(IMAGES, verbose=0)
     other = NEXT_BACKEND[keras.backend.backend()]
+    require_backend_package(other)
     script = textwrap.dedent(
         f"""
         import keras, numpy as np, keras_ltpa
