@@ -219,6 +219,10 @@ def write_atomically(path, write, binary=True):
     try:
         with os.fdopen(handle, "wb" if binary else "w") as file:
             write(file)
+        # mkstemp makes the file private (0600); give it the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -387,6 +391,19 @@ def _font():
         return ImageFont.load_default()
 
 
+def _column_titles(maps, draw, font, width):
+    # The longest title style that fits every tile, so narrow tiles stay
+    # readable and all columns read alike.
+    styles = ("attention {k} ({h}x{w})", "map {k} ({h}x{w})", "map {k}")
+    for style in styles:
+        titles = [
+            style.format(k=k, h=m.shape[1], w=m.shape[2]) for k, m in enumerate(maps, 1)
+        ]
+        if all(draw.textlength(t, font=font) <= width - 4 for t in titles):
+            break
+    return ["image"] + titles
+
+
 def _class_name(index, class_names):
     if class_names is not None and 0 <= index < len(class_names):
         return str(class_names[index])
@@ -471,10 +488,7 @@ def attention_grid(
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = _font()
-    titles = ["image"] + [
-        f"attention {k} ({m.shape[1]}x{m.shape[2]})" for k, m in enumerate(maps, 1)
-    ]
-    for column, title in enumerate(titles):
+    for column, title in enumerate(_column_titles(maps, draw, font, tile_width)):
         draw.text((column * (tile_width + TILE_GAP) + 2, 2), title, fill=TEXT_COLOR, font=font)
     predictions = probabilities.argmax(axis=-1)
     for row in range(len(images)):

@@ -182,6 +182,9 @@ def test_save_png_round_trip(tmp_path):
         assert image.format == "PNG" and image.size == (7, 10)
         np.testing.assert_array_equal(np.asarray(image), array)
     assert os.listdir(tmp_path / "sub") == ["a.png"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
     with pytest.raises(ValueError, match="uint8"):
         visualize.save_png(array.astype(np.float32), tmp_path / "b.png")
     assert not (tmp_path / "b.png").exists()
