@@ -1,9 +1,6 @@
-"""Tests of keras_ltpa.visualize and the training/visualize.py CLI."""
+"""Tests of keras_ltpa.visualize (the CLI: test_visualize_cli.py)."""
 
-import importlib.util
-import json
 import os
-import pathlib
 
 import keras
 import numpy as np
@@ -14,20 +11,6 @@ from PIL import Image
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
 from keras_ltpa import visualize
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_cli(name):
-    spec = importlib.util.spec_from_file_location(
-        f"training_{name}", REPO_ROOT / "training" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-visualize_cli = _load_cli("visualize")
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -232,96 +215,6 @@ def test_non_image_file_in_folder_is_named(tmp_path):
         visualize.read_images([tmp_path], (8, 8))
     with pytest.raises(ValueError, match="missing.png"):
         visualize.read_images([tmp_path / "missing.png"], (8, 8))
-
-
-# --- CLI ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def saved_model(tiny_model, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    tiny_model.save(run / "model.keras")
-    (run / "config.json").write_text(json.dumps({"class_names": CIFAR10_CLASSES}))
-    return run
-
-
-def _coloured_caption_pixels(grid, row, tile):
-    top = visualize.CAPTION_HEIGHT + row * (visualize.CAPTION_HEIGHT + tile)
-    band = grid[top : top + visualize.CAPTION_HEIGHT].astype(int)
-    return int((np.abs(band[..., 0] - band[..., 1]) > 50).sum())
-
-
-def test_cli_labels_images_in_class_folders(saved_model, shared_data_dir, tmp_path, capsys):
-    # Class names come from the run's config.json; the folder names the class,
-    # so the caption gives the true class, coloured green or red.
-    cat = shared_data_dir / "cifar10" / "test" / "cat"
-    files = sorted(cat.iterdir())[:2]
-    code = visualize_cli.main([
-        "--model", str(saved_model), "--images", *map(str, files),
-        "--tile-size", "32", "--output", str(tmp_path / "labelled"),
-    ])
-    assert code == 0
-    (path,) = capsys.readouterr().out.split()
-    grid = np.asarray(Image.open(path))
-    assert all(_coloured_caption_pixels(grid, row, 32) > 0 for row in range(2))
-    # Outside class folders there is no true class: black captions only.
-    for index, file in enumerate(files):
-        (tmp_path / "loose").mkdir(exist_ok=True)
-        (tmp_path / "loose" / f"{index}.jpg").write_bytes(file.read_bytes())
-    code = visualize_cli.main([
-        "--model", str(saved_model), "--images", str(tmp_path / "loose"),
-        "--tile-size", "32", "--output", str(tmp_path / "plain"),
-    ])
-    assert code == 0
-    (path,) = capsys.readouterr().out.split()
-    grid = np.asarray(Image.open(path))
-    assert all(_coloured_caption_pixels(grid, row, 32) == 0 for row in range(2))
-
-
-def test_cli_on_cifar_test_images(saved_model, shared_data_dir, tmp_path, capsys):
-    code = visualize_cli.main([
-        "--model", str(saved_model),
-        "--data-dir", str(shared_data_dir / "cifar10"), "--split", "test",
-        "--num-images", "3", "--rows-per-grid", "2", "--tile-size", "32",
-        "--output", str(tmp_path),
-    ])
-    assert code == 0
-    printed = capsys.readouterr().out.split()
-    assert [os.path.basename(p) for p in printed] == ["attention_000.png", "attention_001.png"]
-    sizes = [Image.open(p).size for p in printed]
-    assert sizes == [(4 * 32 + 6, 16 + 2 * 48), (4 * 32 + 6, 16 + 48)]
-
-
-def test_cli_on_horse_files(saved_model, shared_data_dir, tmp_path, capsys):
-    rgb = shared_data_dir / "weizmann_horse" / "rgb"
-    code = visualize_cli.main([
-        "--model", str(saved_model / "model.keras"),
-        "--images", str(rgb / "horse001.jpg"), str(rgb / "horse002.jpg"),
-        "--class-names", ",".join(CIFAR10_CLASSES), "--tile-size", "32",
-        "--output", str(tmp_path), "--prefix", "horses",
-    ])
-    assert code == 0
-    (path,) = capsys.readouterr().out.split()
-    assert os.path.basename(path) == "horses_000.png"
-    assert Image.open(path).size == (4 * 32 + 6, 16 + 2 * 48)
-
-
-def test_cli_errors_name_the_problem(saved_model, tmp_path, capsys):
-    _write_image(tmp_path / "in" / "a.png")
-    (tmp_path / "in" / "readme.md").write_text("#")
-    code = visualize_cli.main([
-        "--model", str(saved_model), "--images", str(tmp_path / "in"),
-        "--output", str(tmp_path / "out"),
-    ])
-    assert code == 2
-    assert "readme.md" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-    code = visualize_cli.main([
-        "--model", str(tmp_path / "nothing"), "--images", str(tmp_path / "in"),
-        "--output", str(tmp_path / "out"),
-    ])
-    assert code == 2
-    assert "nothing" in capsys.readouterr().err
 
 
 def test_attention_grid_under_mixed_precision(images):
