@@ -11,7 +11,10 @@ common, so each script still reads top to bottom on its own:
 - `peak_rss_mib()`: the process's peak resident memory (`ru_maxrss`).
 - `forward_flops()`: the forward pass's floating-point operations, counted
   analytically from the layer shapes of a functional Keras model.
-- `write_result()`: the JSON file, written to a temporary name then renamed.
+- `write_result()`: the JSON file, written to a temporary name then renamed;
+  `finish()` adds the load average and environment and writes it.
+- `argument_parser()`: the flags every script takes (`--smoke`,
+  `--output-dir`); `run_script()`: a script in a fresh process.
 """
 
 import datetime
@@ -39,6 +42,9 @@ TIMING_VARIABLES = (
     "KERAS_BACKEND",
     "TF_ENABLE_ONEDNN_OPTS",
     "TF_XLA_FLAGS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS",
     "XLA_FLAGS",
     "OMP_NUM_THREADS",
     "KMP_BLOCKTIME",
@@ -98,10 +104,19 @@ def load_average():
     return list(os.getloadavg())
 
 
-def environment():
-    """Where and with what a benchmark ran, as a JSON-ready dict."""
-    import keras
+def environment(backend=None):
+    """Where and with what a benchmark ran, as a JSON-ready dict.
 
+    Args:
+        backend: what ran the model; default: the Keras backend if Keras is
+            imported, else `$KERAS_BACKEND`. (Keras is not imported here: a
+            script that does not use it should not pay for it.)
+    """
+    if backend is None:
+        keras = sys.modules.get("keras")
+        backend = (
+            keras.backend.backend() if keras else os.environ.get("KERAS_BACKEND")
+        )
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
@@ -118,13 +133,13 @@ def environment():
         },
         "versions": {
             "python": platform.python_version(),
-            "keras": keras.__version__,
+            "keras": _version("keras"),
             "tensorflow": _version("tensorflow"),
             "jax": _version("jax"),
             "jaxlib": _version("jaxlib"),
             "torch": _version("torch"),
         },
-        "backend": keras.backend.backend(),
+        "backend": backend,
         "variables": {
             name: os.environ[name] for name in TIMING_VARIABLES if name in os.environ
         },
@@ -149,7 +164,8 @@ def time_steps(step, steps, warmup=1):
 
     Returns:
         A dict: `warmup_seconds` (the first calls, which include tracing and
-        compilation), `step_seconds` (each timed call), and `median_seconds`.
+        compilation), `step_seconds` (each timed call), `median_seconds` and
+        `best_seconds`.
     """
     start = time.perf_counter()
     for _ in range(warmup):
@@ -164,7 +180,16 @@ def time_steps(step, steps, warmup=1):
         "warmup_seconds": round(warmup_seconds, 3),
         "step_seconds": [round(t, 5) for t in times],
         "median_seconds": statistics.median(times),
+        # On a shared machine the fastest step is the least disturbed one.
+        "best_seconds": min(times),
     }
+
+
+def add_rates(timing, batch_size):
+    """Adds `images_per_second` (median step) and `..._best` (fastest step)."""
+    timing["images_per_second"] = round(batch_size / timing["median_seconds"], 3)
+    timing["images_per_second_best"] = round(batch_size / timing["best_seconds"], 3)
+    return timing
 
 
 def percentile(values, q):
@@ -305,12 +330,14 @@ def write_result(name, payload, output_dir=None):
     return path
 
 
-def run_script(script, arguments, backend, timeout=None):
+def run_script(script, arguments, backend, timeout=None, env=None):
     """Runs `benchmarks/<script>` in a fresh process under `backend`.
 
     A fresh process per configuration keeps the backend, the dtype policy
     and the peak-memory figure of one configuration from leaking into the
     next.
+
+    `env` adds or overrides environment variables (e.g. `XLA_FLAGS`).
 
     Returns:
         The result dict the script wrote (its "wrote PATH" line), or a dict
@@ -318,7 +345,7 @@ def run_script(script, arguments, backend, timeout=None):
     """
     command = [sys.executable, str(pathlib.Path(__file__).parent / script)]
     command += [str(argument) for argument in arguments]
-    env = dict(os.environ, KERAS_BACKEND=backend)
+    env = dict(os.environ, **(env or {}), KERAS_BACKEND=backend)
     try:
         completed = subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=timeout
@@ -338,8 +365,55 @@ def run_script(script, arguments, backend, timeout=None):
         return json.load(file)
 
 
-def add_common_flags(parser):
-    """`--smoke` and `--output-dir`, the flags every script takes."""
+def memory_record(note=""):
+    """The `memory` entry of a result: peak RSS and how it was taken."""
+    return {
+        "peak_rss_mib": peak_rss_mib(),
+        "method": "resource.getrusage(RUSAGE_SELF).ru_maxrss" + note,
+    }
+
+
+def finish(result, name, args, load_at_start, backend=None):
+    """Completes and writes a script's result.
+
+    Adds the load average (at `load_at_start` and now) and `environment()`,
+    writes `<args.output_dir>/<name>[_smoke].json` and prints its path on a
+    line `wrote PATH` (what `run_script` reads).
+
+    Returns:
+        `result`.
+    """
+    result["load_average"] = {"start": load_at_start, "end": load_average()}
+    result["environment"] = environment(backend)
+    path = write_result(name + ("_smoke" if args.smoke else ""), result, args.output_dir)
+    print(f"wrote {path}")
+    return result
+
+
+def needs_tensorflow(script):
+    """True under the TensorFlow backend; otherwise says why `script` stops."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return True
+    print(
+        f"{script} needs KERAS_BACKEND=tensorflow (running under {backend}).",
+        file=sys.stderr,
+    )
+    return False
+
+
+def argument_parser(doc):
+    """An argparse parser for a script with docstring `doc`, with the flags
+    every script takes: `--smoke` and `--output-dir`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n")[0],
+        epilog=doc.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",

@@ -26,7 +26,6 @@ Commands:
 Writes `benchmarks/results/data_pipeline_b<batch>.json`.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -38,10 +37,7 @@ CIFAR10_DIR = common.SHARED_DATA_DIR / "cifar10"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--data-dir", default=str(CIFAR10_DIR))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=200, help="Timed batches.")
@@ -67,7 +63,6 @@ def parse_args(argv=None):
         default=str(common.RESULTS_DIR),
         help="Where to look for the training rate to compare against.",
     )
-    common.add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.limit, args.batch_size, args.batches, args.warmup_batches = 64, 8, 2, 1
@@ -184,17 +179,9 @@ def main(argv=None):
         "training_rate": training,
         "pipeline_over_training": ratio,
         "target_ratio": 20,
-        "memory": {
-            "peak_rss_mib": common.peak_rss_mib(),
-            "method": "resource.getrusage(RUSAGE_SELF).ru_maxrss",
-        },
-        "load_average": {"start": load_at_start, "end": common.load_average()},
-        "environment": common.environment(),
+        "memory": common.memory_record(),
     }
-    name = f"data_pipeline_b{args.batch_size}" + ("_smoke" if args.smoke else "")
-    path = common.write_result(name, result, args.output_dir)
-    print(f"wrote {path}")
-    return result
+    return common.finish(result, f"data_pipeline_b{args.batch_size}", args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Commands:
 Writes `benchmarks/results/flops_<backend>.json`.
 """
 
-import argparse
 import sys
 import time
 
@@ -33,17 +32,13 @@ INPUT_SIZES = (32, 64, 128, 224)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument(
         "--matmul-sizes",
         default="1024,2048,4096",
         help="Comma-separated n of the n x n x n matmuls timed.",
     )
     parser.add_argument("--repeats", type=int, default=5, help="Timed matmuls per size.")
-    common.add_common_flags(parser)
     args = parser.parse_args(argv)
     args.matmul_sizes = [int(n) for n in args.matmul_sizes.split(",")]
     if args.smoke:
@@ -145,14 +140,9 @@ def main(argv=None):
             dtype: round(gflops_32 / rates[dtype]["best"] * 1e3, 3)
             for dtype in rates
         },
-        "load_average": {"start": load_at_start, "end": common.load_average()},
-        "environment": common.environment(),
     }
-    name = f"flops_{backend}" + ("_smoke" if args.smoke else "")
-    path = common.write_result(name, result, args.output_dir)
     print(f"ideal batch-1 latency at 32x32: {result['ideal_batch1_latency_ms']} ms")
-    print(f"wrote {path}")
-    return result
+    return common.finish(result, f"flops_{backend}", args, load_at_start)
 
 
 if __name__ == "__main__":

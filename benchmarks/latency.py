@@ -29,7 +29,6 @@ TensorFlow backend only (SavedModel). Commands:
 Writes `benchmarks/results/latency_<precision>[_bf16rewrite].json`.
 """
 
-import argparse
 import sys
 import tempfile
 
@@ -40,10 +39,7 @@ import flops
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument(
         "--precision",
         choices=("float32", "mixed_bfloat16"),
@@ -61,7 +57,6 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--skip-unfolded", action="store_true",
                         help="Do not export and time the unfolded graph.")
-    common.add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.iterations, args.warmup, args.skip_unfolded = 2, 1, True
@@ -99,12 +94,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    if keras.backend.backend() != "tensorflow":
-        print(
-            "latency.py times a SavedModel and needs KERAS_BACKEND=tensorflow "
-            f"(running under {keras.backend.backend()}).",
-            file=sys.stderr,
-        )
+    if not common.needs_tensorflow("latency.py (a SavedModel)"):
         return None
     if args.onednn_bf16_rewrite:
         tf.config.optimizer.set_experimental_options(
@@ -191,12 +181,9 @@ def main(argv=None):
         "ideal_latency_ms": {dtype: round(ms, 3) for dtype, ms in ideal_ms.items()},
         "savedmodel_p50_over_bf16_ideal": round(best_savedmodel / ideal_ms["bfloat16"], 3),
         "target_ratio": 1.5,
-        "load_average": {"start": load_at_start, "end": common.load_average()},
-        "environment": common.environment(),
     }
     name = f"latency_{args.precision}" + ("_bf16rewrite" if args.onednn_bf16_rewrite else "")
-    name += "_smoke" if args.smoke else ""
-    path = common.write_result(name, result, args.output_dir)
+    common.finish(result, name, args, load_at_start)
     for label, entry in results.items():
         print(f"{label:40s} p50 {entry['p50_ms']:8.2f} ms  p99 {entry['p99_ms']:8.2f} ms")
     print(
@@ -204,7 +191,6 @@ def main(argv=None):
         f"SavedModel p50 / ideal = {result['savedmodel_p50_over_bf16_ideal']:.2f} "
         f"(target <= 1.5)"
     )
-    print(f"wrote {path}")
     return result
 
 

@@ -24,7 +24,6 @@ Commands:
 Writes `benchmarks/results/profile_<precision>_b<batch>.json`.
 """
 
-import argparse
 import collections
 import pathlib
 import re
@@ -39,14 +38,10 @@ TOP = 15
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2, help="Profiled steps.")
-    common.add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.batch_size, args.steps = 2, 1
@@ -120,12 +115,7 @@ def main(argv=None):
 
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        print(
-            "profile_steps.py reads the TensorFlow profiler's trace and needs "
-            f"KERAS_BACKEND=tensorflow (running under {keras.backend.backend()}).",
-            file=sys.stderr,
-        )
+    if not common.needs_tensorflow("profile_steps.py (the TF profiler)"):
         return None
 
     import keras_ltpa
@@ -179,12 +169,8 @@ def main(argv=None):
         )
         for row in result[mode]["by_op_type"]["rows"][:TOP]:
             print(f"  {row['name']:32s} {row['ms_per_step']:9.1f} ms {row['share']:6.1%}")
-    result["load_average"] = {"start": load_at_start, "end": common.load_average()}
-    result["environment"] = common.environment()
-    name = f"profile_{args.precision}_b{args.batch_size}" + ("_smoke" if args.smoke else "")
-    path = common.write_result(name, result, args.output_dir)
-    print(f"wrote {path}")
-    return result
+    name = f"profile_{args.precision}_b{args.batch_size}"
+    return common.finish(result, name, args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Commands:
 Writes `benchmarks/results/scaling_<backend>_<precision>.json`.
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -34,10 +33,7 @@ BATCH_SIZES = (1, 8, 32, 128)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--sweep", choices=("size", "batch", "both"), default="both")
     parser.add_argument("--precision", default="mixed_bfloat16")
     parser.add_argument("--jit-compile", default="auto")
@@ -46,7 +42,6 @@ def parse_args(argv=None):
     )
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
-    common.add_common_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -121,12 +116,8 @@ def main(argv=None):
             result["by_batch_size"] = [
                 measure(args, backend, 32, batch, scratch) for batch in batches
             ]
-    result["load_average"] = {"start": load_at_start, "end": common.load_average()}
-    result["environment"] = common.environment()
-    name = f"scaling_{backend}_{args.precision}" + ("_smoke" if args.smoke else "")
-    path = common.write_result(name, result, args.output_dir)
-    print(f"wrote {path}")
-    return result
+    name = f"scaling_{backend}_{args.precision}"
+    return common.finish(result, name, args, load_at_start, backend=backend)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ b<batch>_<mode>[_s<size>].json` with images/s, per-step times, peak memory
 the machine, versions and load average.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -36,10 +35,7 @@ JIT_CHOICES = {"on": True, "off": False, "auto": "auto"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--mode", choices=("train", "inference", "both"), default="both")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument(
@@ -54,7 +50,12 @@ def parse_args(argv=None):
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=5, help="Timed steps.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed first steps.")
-    common.add_common_flags(parser)
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="Suffix of the result file name, for runs that differ only in "
+        "environment variables (e.g. XLA_FLAGS).",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.width_multiplier, args.steps, args.warmup = 0.0625, 1, 1
@@ -69,7 +70,9 @@ def result_name(args, backend):
         name += f"_s{args.input_size}"
     if args.width_multiplier != 1.0:
         name += f"_w{args.width_multiplier:g}"
-    return name + ("_smoke" if args.smoke else "")
+    if args.tag:
+        name += f"_{args.tag}"
+    return name
 
 
 def main(argv=None):
@@ -119,6 +122,7 @@ def main(argv=None):
             "steps": args.steps,
             "warmup": args.warmup,
             "mode": args.mode,
+            "tag": args.tag,
         },
         "forward_gflops_per_image": round(
             common.forward_flops(model)["total"] / 1e9, 4
@@ -134,9 +138,7 @@ def main(argv=None):
             steps=args.steps,
             warmup=args.warmup,
         )
-        timing["images_per_second"] = round(
-            args.batch_size / timing["median_seconds"], 3
-        )
+        common.add_rates(timing, args.batch_size)
         result["train"] = timing
         result["memory"]["peak_rss_mib_after_train"] = common.peak_rss_mib()
 
@@ -147,27 +149,19 @@ def main(argv=None):
             steps=args.steps,
             warmup=args.warmup,
         )
-        timing["images_per_second"] = round(
-            args.batch_size / timing["median_seconds"], 3
-        )
+        common.add_rates(timing, args.batch_size)
         result["inference"] = timing
         result["memory"]["peak_rss_mib_after_inference"] = common.peak_rss_mib()
 
     result["settings"]["jit_compile_resolved"] = bool(model.jit_compile)
-    result["memory"]["peak_rss_mib"] = common.peak_rss_mib()
-    result["memory"]["method"] = "resource.getrusage(RUSAGE_SELF).ru_maxrss"
-    result["load_average"] = {"start": load_at_start, "end": common.load_average()}
-    result["environment"] = common.environment()
-    path = common.write_result(result_name(args, backend), result, args.output_dir)
-
+    result["memory"].update(common.memory_record())
     summary = [f"{backend} {args.precision} jit={args.jit_compile} b={args.batch_size}"]
     for mode in ("train", "inference"):
         if mode in result:
             summary.append(f"{mode} {result[mode]['images_per_second']:.2f} img/s")
     summary.append(f"peak {result['memory']['peak_rss_mib']:.0f} MiB")
     print(" | ".join(summary))
-    print(f"wrote {path}")
-    return result
+    return common.finish(result, result_name(args, backend), args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,35 @@ def test_run_all_rejects_unknown_part():
     with pytest.raises(SystemExit) as raised:
         run_all.parse_args(["--only", "speed"])
     assert raised.value.code == 2
+
+
+def test_torch_reference_smoke(tmp_path):
+    import torch_reference
+
+    result = torch_reference.main(
+        ["--smoke", "--precision", "bfloat16_autocast", "--output-dir", str(tmp_path)]
+    )
+    assert result["environment"]["backend"] == "torch (plain PyTorch)"
+    assert result["smoke"] is True
+    for mode in ("train", "inference"):
+        assert result[mode]["images_per_second"] > 0
+    # At full width it is the public implementation's parameter count.
+    model = torch_reference.build_reference()
+    assert sum(p.numel() for p in model.parameters()) == 19_855_434
+
+
+def test_compare_smoke(tmp_path):
+    import compare
+
+    result = compare.main([
+        "--smoke", "--precisions", "float32,mixed_bfloat16", "--mode", "inference",
+        "--output-dir", str(tmp_path),
+    ])
+    _check_environment(result)
+    first, second = result["variants"]
+    assert (first["precision"], second["precision"]) == ("float32", "mixed_bfloat16")
+    assert first["speedup_over_first"] == 1.0
+    for variant in (first, second):
+        assert len(variant["step_seconds"]) == 2
+        assert variant["images_per_second_best"] >= variant["images_per_second"] > 0
+    assert (tmp_path / f"compare_{keras.backend.backend()}_inference_b2_smoke.json").is_file()

@@ -1,0 +1,148 @@
+"""Interleaved A/B timing of precisions and XLA, robust on a shared machine.
+
+`throughput.py` times one configuration per process; when other work
+shares the CPU, the load changes between two such runs and so does the
+answer. Here every variant (each precision x each `jit_compile` setting
+asked for) is built and compiled in the same process, then timed in
+rounds: one training step (or inference step) of each variant per round,
+the order rotating every round. Whatever the machine does, it does to all
+variants of a round alike, so the per-round ratio of a variant's step time
+to the first variant's is a fair comparison even when the absolute times
+are not. Reported: median and best step per variant, and the median of
+the per-round ratios (the speed-up over the first variant).
+
+Commands:
+
+    KERAS_BACKEND=tensorflow python benchmarks/compare.py \
+        --precisions float32,mixed_bfloat16 --jit-compile off,on
+    KERAS_BACKEND=jax python benchmarks/compare.py --precisions float32,mixed_bfloat16
+    KERAS_BACKEND=torch python benchmarks/compare.py --smoke
+
+Writes `benchmarks/results/compare_<backend>_<mode>_b<batch>.json`.
+"""
+
+import itertools
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import common
+
+JIT = {"on": True, "off": False}
+
+
+def parse_args(argv=None):
+    parser = common.argument_parser(__doc__)
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--jit-compile", default="default",
+                        help="Comma-separated on/off, or 'default' (Keras's "
+                        "choice: XLA under JAX, none elsewhere on a CPU).")
+    parser.add_argument("--mode", choices=("train", "inference"), default="train")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args(argv)
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    args.jit_compile = (
+        ["default"] if args.jit_compile == "default"
+        else [j for j in args.jit_compile.split(",") if j]
+    )
+    for value in args.jit_compile:
+        if value not in ("default",) + tuple(JIT):
+            parser.error(f"--jit-compile values are on, off or default; received {value!r}")
+    if args.smoke:
+        args.batch_size, args.rounds, args.warmup = 2, 2, 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    load_at_start = common.load_average()
+
+    import keras
+
+    import keras_ltpa
+
+    backend = keras.backend.backend()
+    width = 0.0625 if args.smoke else 1.0
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, (args.batch_size,)).astype("int32")
+
+    variants = []
+    for precision, jit in itertools.product(args.precisions, args.jit_compile):
+        keras.config.set_dtype_policy(precision)
+        keras.utils.set_random_seed(0)  # the same initial weights in every variant
+        model = keras_ltpa.build_model(10, variant="att3-concat-pc", width_multiplier=width)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile="auto" if jit == "default" else JIT[jit],
+        )
+        if args.mode == "train":
+            step = lambda m=model: m.train_on_batch(images, labels)  # noqa: E731
+        else:
+            step = lambda m=model: m.predict_on_batch(images)  # noqa: E731
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            step()
+        variants.append({
+            "label": f"{precision} jit={jit}",
+            "precision": precision,
+            "jit_compile": jit,
+            "jit_compile_resolved": bool(model.jit_compile),
+            "warmup_seconds": round(time.perf_counter() - start, 2),
+            "step": step,
+            "times": [],
+        })
+        print(f"built {variants[-1]['label']} (warm-up {variants[-1]['warmup_seconds']} s)")
+    keras.config.set_dtype_policy("float32")
+
+    ratios = {variant["label"]: [] for variant in variants}
+    for round_index in range(args.rounds):
+        # Rotate the order so no variant always runs right after another.
+        shift = round_index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            start = time.perf_counter()
+            variant["step"]()
+            variant["times"].append(time.perf_counter() - start)
+        for variant in variants:
+            ratios[variant["label"]].append(variants[0]["times"][-1] / variant["times"][-1])
+
+    rows = []
+    for variant in variants:
+        times = variant.pop("times")
+        variant.pop("step")
+        variant.update(
+            step_seconds=[round(t, 4) for t in times],
+            images_per_second=round(args.batch_size / statistics.median(times), 3),
+            images_per_second_best=round(args.batch_size / min(times), 3),
+            speedup_over_first=round(statistics.median(ratios[variant["label"]]), 3),
+        )
+        rows.append(variant)
+        print(f"{variant['label']:32s} {variant['images_per_second']:8.2f} img/s "
+              f"(best {variant['images_per_second_best']:.2f})  "
+              f"x{variant['speedup_over_first']:.2f} vs {variants[0]['label']}")
+    result = {
+        "benchmark": "compare",
+        "smoke": args.smoke,
+        "settings": {
+            "model": "att3-concat-pc",
+            "width_multiplier": width,
+            "mode": args.mode,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+        },
+        "variants": rows,
+        "memory": common.memory_record(" (all variants)"),
+    }
+    name = f"compare_{backend}_{args.mode}_b{args.batch_size}"
+    return common.finish(result, name, args, load_at_start)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
