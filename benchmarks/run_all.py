@@ -35,7 +35,12 @@ BEGIN = "<!-- begin results: written by benchmarks/run_all.py -->"
 END = "<!-- end results -->"
 COMPILE_MODES = {"tensorflow": ("off", "on"), "jax": ("on",), "torch": ("off", "on")}
 PRECISIONS = ("float32", "mixed_bfloat16")
-PARTS = ("throughput", "flops", "latency", "data", "scaling", "profile")
+# One configuration may not hold the machine longer than this (seconds).
+RUN_TIMEOUT = 1800
+PARTS = (
+    "throughput", "reference", "compare", "flops", "latency", "data", "scaling",
+    "profile",
+)
 
 
 def parse_args(argv=None):
@@ -82,11 +87,23 @@ def run(args):
                          "--batch-size", args.batch_size, "--steps", args.steps,
                          "--warmup", args.warmup] + out,
                         backend,
+                        timeout=RUN_TIMEOUT,
                     )
                     if not report_failure(label, result):
                         print(f"  train {result['train']['images_per_second']} img/s, "
                               f"inference {result['inference']['images_per_second']} img/s")
     jobs = {
+        "reference": [
+            ("torch_reference.py", ["--precision", precision, "--batch-size", args.batch_size],
+             "torch")
+            for precision in ("float32", "bfloat16_autocast")
+        ],
+        "compare": [
+            ("compare.py", ["--mode", mode] + (
+                ["--jit-compile", "off,on"] if backend == "tensorflow" else []), backend)
+            for backend in args.backends
+            for mode in ("train", "inference")
+        ],
         "flops": [("flops.py", [], "tensorflow")],
         "latency": [
             ("latency.py", ["--precision", "float32"], "tensorflow"),
@@ -107,7 +124,7 @@ def run(args):
         for script, arguments, backend in scripts:
             label = f"{script} {' '.join(arguments)}"
             print(f"{label} ...", flush=True)
-            result = common.run_script(script, arguments + out, backend)
+            result = common.run_script(script, arguments + out, backend, timeout=RUN_TIMEOUT)
             report_failure(label, result)
 
 
@@ -129,6 +146,8 @@ def _load(result):
 
 
 def _table(header, rows):
+    if not rows:
+        return ""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -137,6 +156,18 @@ def _table(header, rows):
 def throughput_table(results):
     rows = []
     for name, r in results.items():
+        if r.get("benchmark") == "torch_reference":
+            s = r["settings"]
+            rows.append((
+                "PyTorch, no Keras (reference)",
+                s["precision"] + (" channels_last" if s["channels_last"] else ""),
+                "eager",
+                s["batch_size"],
+                r["train"]["images_per_second"],
+                r["inference"]["images_per_second"],
+                round(r["memory"]["peak_rss_mib"]),
+                _load(r),
+            ))
         if r.get("benchmark") != "throughput":
             continue
         s = r["settings"]
@@ -157,6 +188,29 @@ def throughput_table(results):
     return _table(
         ("backend", "precision", "compilation", "batch", "train img/s",
          "inference img/s", "peak RSS MiB", "load 1-min start / end"),
+        rows,
+    )
+
+
+def compare_table(results):
+    rows = []
+    for name, r in results.items():
+        if r.get("benchmark") != "compare":
+            continue
+        for variant in r["variants"]:
+            rows.append((
+                r["environment"]["backend"],
+                r["settings"]["mode"],
+                variant["precision"],
+                "on" if variant["jit_compile_resolved"] else "off",
+                variant["images_per_second"],
+                variant["images_per_second_best"],
+                f"x{variant['speedup_over_first']:.2f}",
+                _load(r),
+            ))
+    return _table(
+        ("backend", "step", "precision", "XLA", "img/s (median)", "img/s (best)",
+         "speed vs first row of its run", "load 1-min start / end"),
         rows,
     )
 
@@ -286,6 +340,8 @@ def write_report(results_dir):
     results = load_results(results_dir)
     sections = [
         ("Throughput (att3-concat-pc, 32x32, 10 classes)", throughput_table(results)),
+        ("Precision and XLA, interleaved in one process (compare.py)",
+         compare_table(results)),
         ("Forward FLOPs and matmul rate", flops_table(results)),
         ("Batch-1 latency: SavedModel signatures vs Keras", latency_table(results)),
         ("Data pipeline (CIFAR-10 JPEGs, paper augmentation)", data_table(results)),
