@@ -122,7 +122,7 @@ def run(args):
         if part not in args.only:
             continue
         for script, arguments, backend in scripts:
-            label = f"{script} {' '.join(arguments)}"
+            label = f"{script} {' '.join(map(str, arguments))}"
             print(f"{label} ...", flush=True)
             result = common.run_script(script, arguments + out, backend, timeout=RUN_TIMEOUT)
             report_failure(label, result)
