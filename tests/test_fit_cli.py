@@ -199,7 +199,7 @@ def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_pa
     command = [
         sys.executable, FIT, "--data-dir", str(tiny_cifar_folder), "--output-dir",
         str(run_dir), "--epochs", "4", "--steps-per-epoch", "3",
-        "--overlay-images", "2", "--verbose", "2", "--precision", "float32",
+        "--overlay-images", "0", "--verbose", "2", "--precision", "float32",
     ] + TINY
     env = dict(os.environ, PYTHONUNBUFFERED="1")
 
