@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -313,20 +312,17 @@ def write_result(name, payload, output_dir=None):
         The path written.
     """
     output_dir = pathlib.Path(output_dir or RESULTS_DIR)
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{name}.json"
-    handle, temporary = tempfile.mkstemp(
-        dir=output_dir, prefix=f".{name}.", suffix=".json.tmp"
-    )
-    try:
-        with os.fdopen(handle, "w") as file:
+
+    def write(temporary):
+        with open(temporary, "w") as file:
             json.dump(payload, file, indent=2, sort_keys=False)
             file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+
+    # Imported here: keras_ltpa imports Keras, whose backend the scripts set first.
+    from keras_ltpa.files import write_atomically
+
+    write_atomically(path, write)
     return path
 
 

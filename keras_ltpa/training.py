@@ -31,13 +31,14 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 
 import keras
 import numpy as np
 
 from keras_ltpa import data as ltpa_data
+from keras_ltpa import files
+from keras_ltpa.files import write_atomically
 from keras_ltpa.model import _check_choice
 from keras_ltpa.model import build_model
 from keras_ltpa.model import parse_variant
@@ -346,25 +347,6 @@ def choose_precision(precision="auto", backend=None):
 # --- Callbacks -------------------------------------------------------------
 
 
-def _write_atomically(path, write, binary=False):
-    """Writes `path` through a temporary file in the same folder + rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1]
-    )
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
-
-
 def write_json(path, value):
     """Writes `value` as indented JSON, atomically."""
 
@@ -373,13 +355,13 @@ def write_json(path, value):
             json.dump(value, file, indent=2, sort_keys=True)
             file.write("\n")
 
-    return _write_atomically(path, _write)
+    return write_atomically(path, _write)
 
 
 def save_model(model, path):
     """`model.save(path)` (a `.keras` file), atomically."""
     with outside_distribution():  # Also when one process of several saves.
-        return _write_atomically(path, model.save)
+        return write_atomically(path, model.save)
 
 
 def _learning_rate(optimizer):
@@ -425,7 +407,7 @@ class HistoryCSV(keras.callbacks.Callback):
                 writer.writeheader()
                 writer.writerows(rows)
 
-        _write_atomically(self.path, _write)
+        write_atomically(self.path, _write)
 
 
 def read_history(path):
@@ -1051,9 +1033,9 @@ def _train(setup, start):
 
 def _remove_temporaries(run_dir):
     """Deletes `.tmp-*` files a killed run left mid-write (never read)."""
-    for folder, _, files in os.walk(run_dir):
-        for name in files:
-            if name.startswith(".tmp-"):
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            if name.startswith(files.TEMPORARY_PREFIX):
                 os.remove(os.path.join(folder, name))
 
 

@@ -23,7 +23,6 @@ Example:
 """
 
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -32,6 +31,7 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from keras_ltpa import files
 from keras_ltpa.model import attention_model
 
 # Grid layout, in pixels: a header band with the column titles, then per
@@ -210,25 +210,12 @@ def write_atomically(path, write, binary=True):
     Nothing half-written is left at `path` if `write` fails; missing parent
     folders are created. Returns `path`.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb" if binary else "w") as file:
+
+    def write_file(temporary):
+        with open(temporary, "wb" if binary else "w") as file:
             write(file)
-        # mkstemp makes the file private (0600); give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+
+    return files.write_atomically(path, write_file)
 
 
 def resize_images(images, size):

@@ -1,0 +1,51 @@
+"""Writing files so that nothing half-written is ever left at their path.
+
+Run directories, PNGs, JSON results and `.keras` checkpoints are all written
+by the one helper here: into a temporary file beside the target, renamed
+over it only once complete.
+"""
+
+import os
+import tempfile
+
+# Temporary files start with this, so a resumed run can find and delete the
+# ones a killed process left behind.
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def write_atomically(path, write):
+    """Calls `write(temporary_path)`, then renames the result to `path`.
+
+    The temporary file sits in `path`'s folder (so the rename is atomic) and
+    keeps `path`'s extension (so writers that check it, such as
+    `keras.Model.save`, accept it). Missing parent folders are created. If
+    `write` fails, the temporary file is removed and `path` is untouched.
+
+    Args:
+        path: the file to write.
+        write: a callable taking the temporary path and writing the content.
+
+    Returns:
+        `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=folder,
+        prefix=TEMPORARY_PREFIX,
+        suffix=os.path.splitext(path)[1],
+    )
+    os.close(handle)
+    try:
+        write(temporary)
+        # mkstemp makes the file private (0600); give it the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
