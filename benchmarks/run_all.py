@@ -145,6 +145,14 @@ def _load(result):
     return f"{start[0]:.2f} / {end[0]:.2f}"
 
 
+def _rate(timing):
+    if not timing:
+        return "-"
+    best = timing.get("images_per_second_best")
+    median = f"{timing['images_per_second']:.2f}"
+    return median if best is None else f"{median} / {best:.2f}"
+
+
 def _table(header, rows):
     if not rows:
         return ""
@@ -163,8 +171,8 @@ def throughput_table(results):
                 s["precision"] + (" channels_last" if s["channels_last"] else ""),
                 "eager",
                 s["batch_size"],
-                r["train"]["images_per_second"],
-                r["inference"]["images_per_second"],
+                _rate(r["train"]),
+                _rate(r["inference"]),
                 round(r["memory"]["peak_rss_mib"]),
                 _load(r),
             ))
@@ -174,20 +182,22 @@ def throughput_table(results):
         if s["width_multiplier"] != 1.0 or s["input_size"] != 32:
             continue
         compiled = "XLA" if r["environment"]["backend"] != "torch" else "torch.compile"
+        compiled = f"{compiled} {'on' if s['jit_compile_resolved'] else 'off'}"
+        flags = r["environment"].get("variables", {}).get("XLA_FLAGS")
         rows.append((
             r["environment"]["backend"],
             s["precision"],
-            f"{compiled} {'on' if s['jit_compile_resolved'] else 'off'}",
+            compiled + (f" (XLA_FLAGS={flags})" if flags else ""),
             s["batch_size"],
-            r.get("train", {}).get("images_per_second", "-"),
-            r.get("inference", {}).get("images_per_second", "-"),
+            _rate(r.get("train")),
+            _rate(r.get("inference")),
             round(r["memory"]["peak_rss_mib"]),
             _load(r),
         ))
     rows.sort(key=lambda row: (row[0], row[1], row[2], row[3]))
     return _table(
-        ("backend", "precision", "compilation", "batch", "train img/s",
-         "inference img/s", "peak RSS MiB", "load 1-min start / end"),
+        ("backend", "precision", "compilation", "batch", "train img/s (median / best step)",
+         "inference img/s (median / best step)", "peak RSS MiB", "load 1-min start / end"),
         rows,
     )
 

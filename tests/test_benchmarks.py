@@ -235,7 +235,8 @@ def test_run_all_report_builds_tables(tmp_path, monkeypatch):
         "load_average": load,
         "settings": {"width_multiplier": 1.0, "input_size": 32, "precision": "float32",
                      "jit_compile_resolved": True, "batch_size": 32},
-        "train": {"images_per_second": 12.5}, "inference": {"images_per_second": 40.0},
+        "train": {"images_per_second": 12.5, "images_per_second_best": 13.0},
+        "inference": {"images_per_second": 40.0},
         "memory": {"peak_rss_mib": 2048.4},
     }))
     (results / "throughput_smoke.json").write_text(json.dumps({
@@ -248,7 +249,9 @@ def test_run_all_report_builds_tables(tmp_path, monkeypatch):
     text = readme.read_text()
     assert text.startswith("# Intro kept") and text.rstrip().endswith("Outro kept")
     assert "old" not in text
-    assert "| jax | float32 | XLA on | 32 | 12.5 | 40.0 | 2048 | 0.10 / 0.40 |" in text
+    assert "| jax | float32 | XLA on | 32 | 12.50 / 13.00 | 40.00 | 2048 | 0.10 / 0.40 |" in text
+    # Parts without results get no empty table.
+    assert "latency" not in text.lower()
 
 
 def test_run_all_rejects_unknown_part():
