@@ -6,9 +6,11 @@ Two numbers that bound how fast the model can possibly run here:
   (`common.forward_flops`: a multiply-add is 2 FLOPs), per layer, at each
   input size. Under the TensorFlow backend they are cross-checked with the
   TF profiler's count on the traced graph.
-- The rate of a large square matmul in float32 and bfloat16 through the
-  current backend (best of a few sizes), i.e. what the CPU's vector units
-  deliver in practice (AVX-512 BF16 here, if present).
+- The rate of a large square matmul in float32, bfloat16 and float16
+  through the current backend (best of a few sizes), i.e. what the CPU's
+  vector units deliver in practice (AVX-512 BF16 / FP16 or AMX, if
+  present). The best of them over 3x (training) or 1x (inference) the
+  forward FLOPs is the most images/s the model can reach here.
 
 `forward FLOPs / bf16 matmul rate` is the ideal batch-1 latency that
 `latency.py` compares the exported SavedModel against.
@@ -116,7 +118,7 @@ def main(argv=None):
         print(f"input {size}x{size}: {entry['gflops']:.3f} GFLOPs per image forward")
 
     rates = {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", "bfloat16", "float16"):
         per_size = {
             str(n): round(matmul_rate(n, dtype, args.repeats) / 1e9, 2)
             for n in args.matmul_sizes

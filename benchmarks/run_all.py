@@ -315,13 +315,16 @@ def flops_table(results):
             rows,
         ))
         rates = r["matmul_rate"]
+        measured = ", ".join(f"{dtype} {rate['best']}" for dtype, rate in rates.items())
+        best = max(rate["best"] for rate in rates.values())
+        gflops = r["forward_flops"]["32"]["gflops"]
         parts.append(
             f"Measured matmul rate ({r['environment']['backend']}, best n x n x n "
-            f"of {r['settings']['matmul_sizes']}): float32 "
-            f"{rates['float32']['best']} GFLOP/s, bfloat16 {rates['bfloat16']['best']} "
-            f"GFLOP/s; ideal batch-1 latency at 32x32: "
-            f"{r['ideal_batch1_latency_ms']['bfloat16']} ms (bf16), "
-            f"{r['ideal_batch1_latency_ms']['float32']} ms (float32). "
+            f"of {r['settings']['matmul_sizes']}), GFLOP/s: {measured}; ideal batch-1 "
+            f"latency at 32x32: {r['ideal_batch1_latency_ms']['bfloat16']} ms (bf16), "
+            f"{r['ideal_batch1_latency_ms']['float32']} ms (float32). At the best of "
+            f"these rates the model can do at most {best / (3 * gflops):.1f} training "
+            f"and {best / gflops:.1f} inference images/s at 32x32. "
             f"Load 1-min start / end {_load(r)}."
         )
     return "\n\n".join(parts)

@@ -318,8 +318,9 @@ def choose_precision(precision="auto", backend=None):
       the TensorFlow backend, whose oneDNN kernels use them:
       `"mixed_bfloat16"`;
     - otherwise `"float32"`. A CPU with `avx512_bf16` but no AMX is not
-      enough: on this project's 2-core AVX512-BF16 CPU a bfloat16 train
-      step took 1.5x (TensorFlow, torch) to 1.0x (JAX) the float32 time.
+      enough: on this project's 2-core AVX512-BF16 CPU, bfloat16 trained
+      at 0.58x (TensorFlow), 0.64x (torch) and 0.97x (JAX) the float32
+      speed (`benchmarks/compare.py`).
 
     Args:
         precision: one of `PRECISIONS`.

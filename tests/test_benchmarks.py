@@ -126,7 +126,7 @@ def test_flops_smoke(tmp_path):
     if keras.backend.backend() == "tensorflow":
         # The TF profiler's own count of the traced graph agrees.
         assert entry["tf_profiler_gflops"] == pytest.approx(entry["gflops"], rel=0.02)
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", "bfloat16", "float16"):
         assert result["matmul_rate"][dtype]["best"] > 0
     assert (tmp_path / "flops_{}_smoke.json".format(keras.backend.backend())).is_file()
 
