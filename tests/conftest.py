@@ -59,6 +59,14 @@ def tiny_cifar_folder(tmp_path, shared_data_dir):
     return root
 
 
+def load_script(path, name):
+    """Imports the one-file script at `path` (e.g. training/fit.py) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def require_backend_package(backend):
     """Skips a test that starts a `backend` subprocess when it is not installed."""
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]

@@ -1,6 +1,5 @@
 """training/evaluate.py end to end: accuracy and localisation, errors."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -10,19 +9,13 @@ import sys
 import pytest
 
 from keras_ltpa import build_model
+from tests.conftest import load_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "training" / "evaluate.py"
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("evaluate_cli", CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load_cli()
+evaluate_cli = load_script(CLI, "evaluate_cli")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """training/fit.py end to end: flags, errors, a tfds run, resume after SIGKILL."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_ltpa import training
+from tests.conftest import load_script
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(REPO_ROOT, "training", "fit.py")
@@ -24,14 +24,7 @@ JIT = "auto" if keras.backend.backend() == "jax" else "off"
 TINY = ["--width", "0.0625", "--batch-size", "8", "--jit-compile", JIT, "--seed", "0"]
 
 
-def _load_fit():
-    spec = importlib.util.spec_from_file_location("fit_cli", FIT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fit = _load_fit()
+fit = load_script(FIT, "fit_cli")
 
 
 def _error_lines(stderr):

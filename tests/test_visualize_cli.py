@@ -1,6 +1,5 @@
 """training/visualize.py end to end: grids from a run folder, files, errors."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,6 +12,7 @@ from PIL import Image
 
 from keras_ltpa import build_model
 from keras_ltpa import visualize
+from tests.conftest import load_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "training" / "visualize.py"
@@ -22,14 +22,7 @@ CIFAR10_CLASSES = [
 ]
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("visualize_cli", CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-visualize_cli = _load_cli()
+visualize_cli = load_script(CLI, "visualize_cli")
 
 
 def _write_image(path, value=100, size=(12, 10)):
