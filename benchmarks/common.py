@@ -155,6 +155,47 @@ def peak_rss_mib():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
+    """The benchmarked model: att3-concat-pc, 10 classes, compiled for training.
+
+    Built with `keras_ltpa.build_model` under the current dtype policy and
+    compiled with `keras_ltpa.training.compile_model` (cross-entropy from
+    logits, accuracy): SGD at the paper's rate 0.1, momentum 0.9 and weight
+    decay 5e-4 in Keras' decoupled form, at a constant rate
+    (`training/fit.py`'s default coupled form differs only in where the
+    decay term enters: one multiply-add per weight either way).
+
+    Args:
+        input_size: the side of the square input.
+        width_multiplier: scales every convolution's channels.
+        jit_compile: `"auto"` (`training/fit.py`'s choice: XLA for JAX and
+            for TensorFlow on a GPU), `"on"`/True or `"off"`/False.
+    """
+    from keras_ltpa import build_model
+    from keras_ltpa import training
+
+    model = build_model(
+        10,
+        (input_size, input_size, 3),
+        variant="att3-concat-pc",
+        width_multiplier=width_multiplier,
+    )
+    optimizer = training.make_optimizer(
+        steps_per_epoch=1, weight_decay_mode="decoupled", decay_epochs=0
+    )
+    return training.compile_model(model, optimizer, jit_compile=jit_compile)
+
+
+def random_batch(batch_size, input_size=32):
+    """A fixed batch of raw 0..255 pixels (as the model takes them) and labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size, input_size, input_size, 3))
+    labels = rng.integers(0, 10, (batch_size,))
+    return images.astype("float32"), labels.astype("int32")
+
+
 def time_steps(step, steps, warmup=1):
     """Calls `step()` `warmup` times untimed, then `steps` times timed.
 

@@ -26,18 +26,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 import common
 
-JIT = {"on": True, "off": False}
+JIT = ("on", "off")
 
 
 def parse_args(argv=None):
     parser = common.argument_parser(__doc__)
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--jit-compile", default="default",
-                        help="Comma-separated on/off, or 'default' (Keras's "
+                        help="Comma-separated on/off, or 'default' (training/fit.py's "
                         "choice: XLA under JAX, none elsewhere on a CPU).")
     parser.add_argument("--mode", choices=("train", "inference"), default="train")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -50,7 +48,7 @@ def parse_args(argv=None):
         else [j for j in args.jit_compile.split(",") if j]
     )
     for value in args.jit_compile:
-        if value not in ("default",) + tuple(JIT):
+        if value not in ("default",) + JIT:
             parser.error(f"--jit-compile values are on, off or default; received {value!r}")
     if args.smoke:
         args.batch_size, args.rounds, args.warmup = 2, 2, 2
@@ -63,24 +61,16 @@ def main(argv=None):
 
     import keras
 
-    import keras_ltpa
-
     backend = keras.backend.backend()
     width = 0.0625 if args.smoke else 1.0
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, 10, (args.batch_size,)).astype("int32")
+    images, labels = common.random_batch(args.batch_size)
 
     variants = []
     for precision, jit in itertools.product(args.precisions, args.jit_compile):
         keras.config.set_dtype_policy(precision)
         keras.utils.set_random_seed(0)  # the same initial weights in every variant
-        model = keras_ltpa.build_model(10, variant="att3-concat-pc", width_multiplier=width)
-        model.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile="auto" if jit == "default" else JIT[jit],
+        model = common.training_model(
+            width_multiplier=width, jit_compile="auto" if jit == "default" else jit
         )
         if args.mode == "train":
             step = lambda m=model: m.train_on_batch(images, labels)  # noqa: E731

@@ -30,8 +30,6 @@ import re
 import sys
 import tempfile
 
-import numpy as np
-
 import common
 
 TOP = 15
@@ -118,21 +116,11 @@ def main(argv=None):
     if not common.needs_tensorflow("profile_steps.py (the TF profiler)"):
         return None
 
-    import keras_ltpa
-
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     width = 0.0625 if args.smoke else 1.0
-    model = keras_ltpa.build_model(10, variant="att3-concat-pc", width_multiplier=width)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=False,
-    )
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, 10, (args.batch_size,)).astype("int32")
+    model = common.training_model(width_multiplier=width, jit_compile="off")
+    images, labels = common.random_batch(args.batch_size)
     layer_names = {layer.name for layer in model.layers}
     flops_per_layer = common.forward_flops(model)["per_layer"]
 

@@ -1,9 +1,10 @@
 """Training and inference images/s of the paper's model on this machine.
 
 The full "Learn To Pay Attention" model (att3-concat-pc, 10 classes, 32x32
-input, 19.9M parameters) trained the way `training/fit.py` trains it (SGD
-with momentum and weight decay, cross-entropy from logits, accuracy
-metric), on a fixed synthetic batch so only the model is timed. One process
+input, 19.9M parameters) compiled with the library's `compile_model`, as
+`training/fit.py` compiles it (SGD with momentum and weight decay,
+cross-entropy from logits, accuracy metric; see `common.training_model`),
+on a fixed synthetic batch so only the model is timed. One process
 measures one configuration: the backend comes from `KERAS_BACKEND`, the
 rest from flags. Warm-up steps (tracing, XLA compilation) are timed
 separately and not counted.
@@ -26,12 +27,10 @@ the machine, versions and load average.
 
 import sys
 
-import numpy as np
-
 import common
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-JIT_CHOICES = {"on": True, "off": False, "auto": "auto"}
+JIT_CHOICES = ("on", "off", "auto")
 
 
 def parse_args(argv=None):
@@ -40,10 +39,10 @@ def parse_args(argv=None):
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument(
         "--jit-compile",
-        choices=tuple(JIT_CHOICES),
+        choices=JIT_CHOICES,
         default="auto",
-        help="XLA (TF, JAX) or torch.compile (torch); 'auto' is Keras's "
-        "choice (TF on CPU: off; JAX: on; torch: off).",
+        help="XLA (TF, JAX) or torch.compile (torch); 'auto' is "
+        "training/fit.py's choice (TF: on a GPU only; JAX: on; torch: off).",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--input-size", type=int, default=32)
@@ -81,30 +80,14 @@ def main(argv=None):
 
     import keras
 
-    import keras_ltpa
-
     backend = keras.backend.backend()
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     rss_after_import = common.peak_rss_mib()
 
     size = args.input_size
-    model = keras_ltpa.build_model(
-        10,
-        (size, size, 3),
-        variant="att3-concat-pc",
-        width_multiplier=args.width_multiplier,
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=JIT_CHOICES[args.jit_compile],
-    )
-    # Raw 0..255 pixels, as the model takes them; fixed so every step is the same.
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size, size, size, 3)).astype("float32")
-    labels = rng.integers(0, 10, (args.batch_size,)).astype("int32")
+    model = common.training_model(size, args.width_multiplier, args.jit_compile)
+    images, labels = common.random_batch(args.batch_size, size)
 
     result = {
         "benchmark": "throughput",
