@@ -352,18 +352,11 @@ def write_result(name, payload, output_dir=None):
     Returns:
         The path written.
     """
-    output_dir = pathlib.Path(output_dir or RESULTS_DIR)
-    path = output_dir / f"{name}.json"
-
-    def write(temporary):
-        with open(temporary, "w") as file:
-            json.dump(payload, file, indent=2, sort_keys=False)
-            file.write("\n")
-
+    path = pathlib.Path(output_dir or RESULTS_DIR) / f"{name}.json"
     # Imported here: keras_ltpa imports Keras, whose backend the scripts set first.
-    from keras_ltpa.files import write_atomically
+    from keras_ltpa.files import write_json
 
-    write_atomically(path, write)
+    write_json(path, payload, sort_keys=False)  # in the order the scripts built it
     return path
 
 

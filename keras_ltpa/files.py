@@ -5,6 +5,7 @@ by the one helper here: into a temporary file beside the target, renamed
 over it only once complete.
 """
 
+import json
 import os
 import tempfile
 
@@ -49,3 +50,14 @@ def write_atomically(path, write):
             os.remove(temporary)
         raise
     return path
+
+
+def write_json(path, value, sort_keys=True):
+    """Writes `value` as indented JSON (ending in a newline), atomically."""
+
+    def write(temporary):
+        with open(temporary, "w") as file:
+            json.dump(value, file, indent=2, sort_keys=sort_keys)
+            file.write("\n")
+
+    return write_atomically(path, write)

@@ -24,12 +24,10 @@ reference; `weight_decay_mode="decoupled"` selects Keras' own.
 import contextlib
 import csv
 import dataclasses
-import io
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 
@@ -39,6 +37,7 @@ import numpy as np
 from keras_ltpa import data as ltpa_data
 from keras_ltpa import files
 from keras_ltpa.files import write_atomically
+from keras_ltpa.files import write_json
 from keras_ltpa.model import _check_choice
 from keras_ltpa.model import build_model
 from keras_ltpa.model import parse_variant
@@ -346,17 +345,6 @@ def choose_precision(precision="auto", backend=None):
 
 
 # --- Callbacks -------------------------------------------------------------
-
-
-def write_json(path, value):
-    """Writes `value` as indented JSON, atomically."""
-
-    def _write(temporary):
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=2, sort_keys=True)
-            file.write("\n")
-
-    return write_atomically(path, _write)
 
 
 def save_model(model, path):

@@ -199,23 +199,9 @@ def save_png(array, path):
             "`array` must be uint8 (H, W), (H, W, 3) or (H, W, 4); received "
             f"dtype {array.dtype} and shape {array.shape}."
         )
-    return write_atomically(
-        path, lambda file: Image.fromarray(array).save(file, format="PNG")
+    return files.write_atomically(
+        path, lambda temporary: Image.fromarray(array).save(temporary, format="PNG")
     )
-
-
-def write_atomically(path, write, binary=True):
-    """Calls `write(file)` on a temporary file beside `path`, then renames it.
-
-    Nothing half-written is left at `path` if `write` fails; missing parent
-    folders are created. Returns `path`.
-    """
-
-    def write_file(temporary):
-        with open(temporary, "wb" if binary else "w") as file:
-            write(file)
-
-    return files.write_atomically(path, write_file)
 
 
 def resize_images(images, size):
@@ -255,9 +241,9 @@ def list_images(directory):
     if not os.path.isdir(directory):
         raise ValueError(f"Image folder {directory!r} does not exist or is not a folder.")
     paths = []
-    for root, folders, files in os.walk(directory):
+    for root, folders, names in os.walk(directory):
         folders[:] = sorted(f for f in folders if not f.startswith("."))
-        for name in sorted(files):
+        for name in sorted(names):
             if name.startswith("."):
                 continue
             path = os.path.join(root, name)

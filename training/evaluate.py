@@ -138,7 +138,7 @@ def main(argv=None):
             )
             print(evaluate.format_localization(results["localization"]))
         if args.output:
-            from keras_ltpa.training import write_json
+            from keras_ltpa.files import write_json
 
             write_json(args.output, results)
     except ValueError as error:
