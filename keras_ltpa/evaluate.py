@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from keras_ltpa import visualize
+from keras_ltpa.model import load_model_file
 
 CAM_LAYER = "block5_relu3"
 MASK_THRESHOLD = 128
@@ -86,9 +87,9 @@ def load_model(path):
     """Loads a model saved by this package (a `.keras` file or a run folder).
 
     The package's layers are registered on import, so no custom objects are
-    needed.
+    needed. Raises `ValueError` naming the file if it cannot be loaded.
     """
-    return keras.saving.load_model(find_model_file(path), compile=False)
+    return load_model_file(find_model_file(path))
 
 
 def run_class_names(path):

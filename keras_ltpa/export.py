@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from keras_ltpa.model import attention_layer_count
 from keras_ltpa.model import attention_model
+from keras_ltpa.model import load_model_file
 
 DEFAULT_MODEL_NAME = "ltpa"
 SERVING_SIGNATURE = "serving_default"
@@ -428,18 +429,6 @@ def _check_class_names(class_names, num_classes):
     return names
 
 
-def _load_keras_file(path):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"Model file not found: {path!r}.")
-    if not path.endswith(".keras"):
-        raise ValueError(f"Model file must be a `.keras` file; received {path!r}.")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # corrupt zip, unknown layer, bad weights...
-        raise ValueError(f"Cannot load the Keras model in {path!r}: {error}") from None
-
-
 def _check_model(model):
     _check_functional(model)
     shape = model.input_shape
@@ -661,7 +650,7 @@ def export_saved_model(
             fold_batch_norm=fold_batch_norm,
         )
     if not isinstance(model, keras.Model):
-        model = _load_keras_file(model)
+        model = load_model_file(model)
         _check_model(model)
     num_classes = model.output_shape[-1]
     class_names = _check_class_names(class_names, num_classes)

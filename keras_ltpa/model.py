@@ -1,4 +1,5 @@
-"""`build_model()` for every variant of the paper, and `attention_model()`.
+"""`build_model()` for every variant of the paper, `attention_model()` and
+`load_model_file()`.
 
 The variants are data (`VARIANT_TOKENS`), read by one builder:
 
@@ -12,6 +13,7 @@ The variants are data (`VARIANT_TOKENS`), read by one builder:
 Reference: Jetley, Lord, Lee, Torr. "Learn To Pay Attention". ICLR 2018.
 """
 
+import os
 import re
 
 import keras
@@ -345,6 +347,27 @@ def build_model(
             attention_layers, aggregation, compatibility, normalization, attention_position
         ).replace("-", "_")
     return keras.Model(inputs, logits, name=name)
+
+
+def load_model_file(path):
+    """Loads a `.keras` file written by this package (safe mode, not compiled).
+
+    The package's layers are registered on import, so no custom objects are
+    needed.
+
+    Raises:
+        ValueError: naming `path` when it is missing, is not a `.keras` file,
+            or cannot be loaded (a corrupt archive, an unknown layer, ...).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Model file not found: {path!r}.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"Model file must be a `.keras` file; received {path!r}.")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # corrupt zip, unknown layer, bad weights...
+        raise ValueError(f"Cannot load the Keras model in {path!r}: {error}") from None
 
 
 def attention_layer_count(model):

@@ -13,6 +13,7 @@ import pytest
 import keras_ltpa
 from keras_ltpa import backbones
 from keras_ltpa.model import build_model
+from keras_ltpa.model import load_model_file
 from tests.conftest import require_backend_package
 
 WIDTH = 0.0625  # 4..32 channels: seconds per model on a CPU
@@ -366,3 +367,23 @@ def test_bad_tap_names():
             global_layer="stage3",
             projector=False,
         )
+
+
+def test_load_model_file_round_trip_and_clear_errors(tmp_path):
+    model = build_model(10, width_multiplier=0.0625)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    loaded = load_model_file(path)
+    np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), atol=1e-6)
+
+    with pytest.raises(ValueError, match="Model file not found: .*missing.keras"):
+        load_model_file(tmp_path / "missing.keras")
+    weights = tmp_path / "model.h5"
+    weights.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="must be a `.keras` file; received .*model.h5"):
+        load_model_file(weights)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="Cannot load the Keras model in .*corrupt.keras"):
+        load_model_file(corrupt)
