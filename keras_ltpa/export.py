@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ltpa import files
 from keras_ltpa.model import attention_layer_count
 from keras_ltpa.model import attention_model
 from keras_ltpa.model import load_model_file
@@ -385,7 +386,8 @@ class _Predictor:
 # === Export ===
 
 
-def _model_versions(model_dir):
+def model_versions(model_dir):
+    """The version numbers (sorted) of the TF Serving model folder `model_dir`."""
     if not os.path.isdir(model_dir):
         return []
     return sorted(
@@ -657,7 +659,7 @@ def export_saved_model(
     top_k = min(top_k, num_classes)
 
     if version is None:
-        versions = _model_versions(model_dir)
+        versions = model_versions(model_dir)
         version = versions[-1] + 1 if versions else 1
     version_dir = _free_version_dir(model_dir, name, version)
 
@@ -703,11 +705,7 @@ def _write_version(model_dir, version_dir, write):
     staging = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir)
     try:
         write(staging)
-        # mkdtemp makes the directory private to its owner; a server running
-        # as another user must be able to read the version.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+        files.set_usual_mode(staging)
         try:
             os.rename(staging, version_dir)
         except OSError:

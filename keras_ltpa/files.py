@@ -14,6 +14,19 @@ import tempfile
 TEMPORARY_PREFIX = ".tmp-"
 
 
+def set_usual_mode(path):
+    """Gives `path` the mode `open()` or `os.mkdir()` would have given it.
+
+    `tempfile.mkstemp`/`mkdtemp` make their file or folder private to the
+    owner; renamed into place, it must be readable as any other output (e.g.
+    by a TF Serving server running as another user).
+    """
+    umask = os.umask(0)  # Reading the umask means setting it; put it back.
+    os.umask(umask)
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~umask)
+
+
 def write_atomically(path, write):
     """Calls `write(temporary_path)`, then renames the result to `path`.
 
@@ -40,10 +53,7 @@ def write_atomically(path, write):
     os.close(handle)
     try:
         write(temporary)
-        # mkstemp makes the file private (0600); give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        set_usual_mode(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

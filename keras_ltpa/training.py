@@ -979,21 +979,11 @@ def _train(setup, start):
         backend=keras.backend.backend(),
     )
     epochs_trained = len(history.history.get("loss", []))
-    if not distribution.is_chief:
-        return {
-            "run_dir": run_dir,
-            "metrics": metrics,
-            "model_path": None,
-            "export_path": None,
-            "epochs_trained": epochs_trained,
-            "wall_time_s": time.time() - start,
-            "model": model,
-        }
-    model_path = save_model(model, os.path.join(run_dir, FINAL_MODEL_FILE))
-    write_json(os.path.join(run_dir, METRICS_FILE), metrics)
-
-    export_path = None
-    if config.export:
+    model_path = export_path = None
+    if distribution.is_chief:  # The other processes of a group write nothing.
+        model_path = save_model(model, os.path.join(run_dir, FINAL_MODEL_FILE))
+        write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    if distribution.is_chief and config.export:
         export_root = config.export_dir or os.path.join(run_dir, EXPORT_DIR)
         existing = _latest_export(export_root, config.export_name)
         if epochs_trained == 0 and existing is not None:
@@ -1029,11 +1019,12 @@ def _remove_temporaries(run_dir):
 
 
 def _latest_export(export_root, name):
+    """The newest version folder of `<export_root>/<name>`, or None."""
+    from keras_ltpa import export
+
     folder = os.path.join(export_root, name)
-    if not os.path.isdir(folder):
-        return None
-    versions = [int(v) for v in os.listdir(folder) if v.isdigit()]
-    return os.path.join(folder, str(max(versions))) if versions else None
+    versions = export.model_versions(folder)
+    return os.path.join(folder, str(versions[-1])) if versions else None
 
 
 def export_model(model, export_root, name="ltpa", class_names=None):
