@@ -434,6 +434,15 @@ def needs_tensorflow(script):
     return False
 
 
+# `--smoke` runs use this width multiplier: seconds per model, numbers meaningless.
+SMOKE_WIDTH = 0.0625
+
+
+def model_width(args):
+    """The width multiplier a script measures: the full model, or the smoke one."""
+    return SMOKE_WIDTH if args.smoke else 1.0
+
+
 def argument_parser(doc):
     """An argparse parser for a script with docstring `doc`, with the flags
     every script takes: `--smoke` and `--output-dir`."""
@@ -447,7 +456,7 @@ def argument_parser(doc):
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="One tiny step on a width-0.0625 model, to check the script runs "
+        help=f"One tiny step on a width-{SMOKE_WIDTH} model, to check the script runs "
         "(numbers meaningless; the result file gets a `smoke` mark).",
     )
     parser.add_argument(

@@ -62,7 +62,7 @@ def main(argv=None):
     import keras
 
     backend = keras.backend.backend()
-    width = 0.0625 if args.smoke else 1.0
+    width = common.model_width(args)
     images, labels = common.random_batch(args.batch_size)
 
     variants = []

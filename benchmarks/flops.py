@@ -92,7 +92,7 @@ def main(argv=None):
     import keras_ltpa
 
     backend = keras.backend.backend()
-    width = 0.0625 if args.smoke else 1.0
+    width = common.model_width(args)
     sizes = INPUT_SIZES[:1] if args.smoke else INPUT_SIZES
 
     flops = {}

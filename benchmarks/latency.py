@@ -106,7 +106,7 @@ def main(argv=None):
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    width = 0.0625 if args.smoke else 1.0
+    width = common.model_width(args)
     model = keras_ltpa.build_model(10, variant="att3-concat-pc", width_multiplier=width)
     counted = common.forward_flops(model)
 

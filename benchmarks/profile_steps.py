@@ -118,7 +118,7 @@ def main(argv=None):
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    width = 0.0625 if args.smoke else 1.0
+    width = common.model_width(args)
     model = common.training_model(width_multiplier=width, jit_compile="off")
     images, labels = common.random_batch(args.batch_size)
     layer_names = {layer.name for layer in model.layers}

@@ -101,7 +101,7 @@ def main(argv=None):
             "size_batch": args.size_batch,
             "steps": args.steps,
             "warmup": args.warmup,
-            "width_multiplier": 0.0625 if args.smoke else 1.0,
+            "width_multiplier": common.model_width(args),
         },
     }
     # The per-point files of throughput.py are folded into this one result.

@@ -57,7 +57,7 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.width_multiplier, args.steps, args.warmup = 0.0625, 1, 1
+        args.width_multiplier, args.steps, args.warmup = common.SMOKE_WIDTH, 1, 1
         args.batch_size = min(args.batch_size, 4)
     return args
 

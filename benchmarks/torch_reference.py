@@ -108,7 +108,7 @@ def main(argv=None):
     import torch
 
     torch.manual_seed(0)
-    width = 0.0625 if args.smoke else 1.0
+    width = common.model_width(args)
     model = build_reference(width=width)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
