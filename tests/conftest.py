@@ -59,6 +59,15 @@ def tiny_cifar_folder(tmp_path, shared_data_dir):
     return root
 
 
+def write_image(path, value=100, size=(12, 10)):
+    """Writes a flat grey image of `size` (width, height) to `path` (any PIL format)."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
 def load_script(path, name):
     """Imports the one-file script at `path` (e.g. training/fit.py) as module `name`."""
     spec = importlib.util.spec_from_file_location(name, path)

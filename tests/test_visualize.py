@@ -11,6 +11,7 @@ from PIL import Image
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
 from keras_ltpa import visualize
+from tests.conftest import write_image
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -188,14 +189,9 @@ def test_save_attention_grids_splits_rows(tiny_model, tmp_path):
 # --- Image files -----------------------------------------------------------------
 
 
-def _write_image(path, value=100, size=(12, 10)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
-
-
 def test_read_images_resizes_and_labels_from_class_folders(tmp_path):
-    _write_image(tmp_path / "cat" / "a.png", 10)
-    _write_image(tmp_path / "dog" / "b.jpg", 200, size=(40, 20))
+    write_image(tmp_path / "cat" / "a.png", 10)
+    write_image(tmp_path / "dog" / "b.jpg", 200, size=(40, 20))
     images, labels, paths = visualize.read_images([tmp_path], (8, 8), ["cat", "dog"])
     assert images.shape == (2, 8, 8, 3) and images.dtype == np.uint8
     assert labels.tolist() == [0, 1]
@@ -205,7 +201,7 @@ def test_read_images_resizes_and_labels_from_class_folders(tmp_path):
 
 
 def test_non_image_file_in_folder_is_named(tmp_path):
-    _write_image(tmp_path / "a.png")
+    write_image(tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match="notes.txt"):
         visualize.read_images([tmp_path], (8, 8))

@@ -13,6 +13,7 @@ from PIL import Image
 from keras_ltpa import build_model
 from keras_ltpa import visualize
 from tests.conftest import load_script
+from tests.conftest import write_image
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "training" / "visualize.py"
@@ -23,11 +24,6 @@ CIFAR10_CLASSES = [
 
 
 visualize_cli = load_script(CLI, "visualize_cli")
-
-
-def _write_image(path, value=100, size=(12, 10)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,7 @@ def test_cli_on_horse_files(saved_model, shared_data_dir, tmp_path, capsys):
 
 
 def test_cli_errors_name_the_problem(saved_model, tmp_path, capsys):
-    _write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "a.png")
     (tmp_path / "in" / "readme.md").write_text("#")
     code = visualize_cli.main([
         "--model", str(saved_model), "--images", str(tmp_path / "in"),
@@ -119,7 +115,7 @@ def test_cli_errors_name_the_problem(saved_model, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_process_exits_2_naming_the_bad_file(saved_model, tmp_path):
-    _write_image(tmp_path / "in" / "a.png")
+    write_image(tmp_path / "in" / "a.png")
     (tmp_path / "in" / "labels.csv").write_text("a,0")
     result = subprocess.run(
         [sys.executable, str(CLI), "--model", str(saved_model),
