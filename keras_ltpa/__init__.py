@@ -6,19 +6,39 @@ from keras_ltpa import layers
 from keras_ltpa.layers import AttentionPool
 from keras_ltpa.layers import CompatibilityScore
 from keras_ltpa.layers import LinearProjector
+from keras_ltpa.model import AttentionClassifier
 from keras_ltpa.model import attention_model
 from keras_ltpa.model import build_model
-from keras_ltpa.model import parse_variant
+from keras_ltpa.model import describe
+from keras_ltpa.model import load_model_file
+from keras_ltpa.variants import parse_variant
 
 __version__ = "0.1.0"
 
 # Modules and functions that pull in TensorFlow's data/serving stack or
 # matplotlib load on first use, so `import keras_ltpa` stays light under the
 # JAX and torch backends.
-_LAZY_MODULES = ("convert", "data", "evaluate", "export", "training", "visualize")
+_LAZY_MODULES = (
+    "callbacks",
+    "convert",
+    "data",
+    "devices",
+    "distribution",
+    "evaluate",
+    "export",
+    "folding",
+    "images",
+    "optimizers",
+    "rest",
+    "runs",
+    "training",
+    "visualize",
+)
 _LAZY_FUNCTIONS = {
     "export_saved_model": "export",
     "build_model_from_torch": "convert",
+    "run_training": "training",
+    "TrainingConfig": "training",
 }
 
 

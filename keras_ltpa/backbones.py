@@ -176,3 +176,25 @@ def tap_backbone(backbone, local_layers, global_layer):
     return keras.Model(
         backbone_inputs, local_outputs + [global_output], name=f"{backbone.name}_taps"
     )
+
+
+def backbone_taps(x, backbone, attention_layers, global_layer, attention_position, **vgg):
+    """The local features `[l^1, ..., l^S]` and the global feature `g`.
+
+    The VGG backbone is built into the graph (`vgg` holds its options); any
+    other functional model is tapped at the named layers.
+    """
+    if isinstance(backbone, str):
+        taps = apply_vgg_backbone(x, **vgg)
+        suffix = "" if attention_position == "before" else "_pool"
+        local_features = [taps[f"block{block}{suffix}"] for block in attention_layers]
+        return local_features, taps["global"]
+    extractor = tap_backbone(backbone, attention_layers, global_layer)
+    expected = tuple(extractor.input_shape[1:])
+    if any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
+        raise ValueError(
+            f"`input_shape` {tuple(x.shape[1:])} does not fit backbone "
+            f"{backbone.name!r}, which takes {expected}."
+        )
+    *local_features, global_features = extractor(x)
+    return local_features, global_features

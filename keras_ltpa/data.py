@@ -32,14 +32,15 @@ Example:
 (tf.uint8, tf.int32)
 """
 
-import contextlib
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+from keras_ltpa import images
+from keras_ltpa.checks import check_size
+
 AUGMENTATIONS = ("crop", "flip", "randaugment", "mixup", "cutmix")
 PAPER_AUGMENTATION = ("crop", "flip")
 BATCH_AUGMENTATIONS = ("mixup", "cutmix")
@@ -54,25 +55,6 @@ SHUFFLE_BUFFER_BYTES = 64 * 2**20
 class DataError(ValueError):
     """Bad input data: a missing folder, a folder without images, an
     unreadable image or an unknown dataset name. The message names it."""
-
-
-def _image_size(image_size):
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(isinstance(s, int) and s > 0 for s in image_size)
-    ):
-        raise ValueError(
-            "`image_size` must be an int or (height, width) of positive ints; "
-            f"received image_size={image_size!r}."
-        )
-    return tuple(image_size)
-
-
-def _is_image_file(name):
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def class_folders(directory):
@@ -93,7 +75,7 @@ def class_folders(directory):
         raise DataError(
             f"Image folder {directory!r} has no class folders; expected "
             f"{directory}/<class>/<image> with images ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)}."
+            f"{', '.join(images.IMAGE_EXTENSIONS)}."
         )
     return found
 
@@ -134,111 +116,21 @@ def list_image_folder(directory, class_names=None):
         class_dir = os.path.join(directory, name)
         with os.scandir(class_dir) as entries:
             files = sorted(
-                e.path for e in entries if e.is_file() and _is_image_file(e.name)
+                e.path for e in entries if e.is_file() and images.is_image_file(e.name)
             )
         if not files:
             raise DataError(
                 f"Class folder {class_dir!r} contains no image files "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS)})."
+                f"(looked for {', '.join(images.IMAGE_EXTENSIONS)})."
             )
         paths.extend(files)
         labels.extend([index[name]] * len(files))
     return paths, np.asarray(labels, dtype="int32"), list(class_names)
 
 
-def decode_image(encoded, image_size=None):
-    """Decodes JPEG/PNG/BMP/GIF bytes to uint8 RGB (H, W, 3).
-
-    Grey and RGBA images become RGB (the first frame of a GIF); JPEGs are
-    decoded exactly as Pillow does. With `image_size` the image is resized
-    (bilinear) to that (height, width) when its size differs.
-
-    Args:
-        encoded: scalar string tensor of encoded image bytes.
-        image_size: optional (height, width).
-
-    Returns:
-        uint8 tensor (H, W, 3).
-    """
-    # JPEGs with the accurate integer IDCT: the same pixels as Pillow/libjpeg
-    # defaults, which the default fast IDCT misses by up to 4 levels.
-    image = tf.cond(
-        tf.io.is_jpeg(encoded),
-        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
-    )
-    if image_size is None:
-        return image
-    return resize_image(image, image_size)
-
-
-def resize_image(image, image_size):
-    """Resizes a uint8 (H, W, 3) image to `image_size` if it differs."""
-    height, width = _image_size(image_size)
-    image.set_shape([None, None, 3])
-
-    def _resize():
-        resized = tf.image.resize(image, (height, width), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-    image = tf.cond(same, lambda: image, _resize)
-    image.set_shape([height, width, 3])
-    return image
-
-
-def find_unreadable_images(paths):
-    """The files among `paths` that do not decode as images.
-
-    One parallel `tf.data` pass; each failing file is found by its index.
-
-    Args:
-        paths: list of file paths.
-
-    Returns:
-        A list of the paths that failed to read or decode, in input order.
-    """
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        return []
-
-    def _decode(index, path):
-        return index, tf.shape(decode_image(tf.io.read_file(path)))
-
-    readable = (
-        tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-        .map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
-        .ignore_errors()
-        .map(lambda index, _: index)
-        .batch(8192)
-    )
-    ok = np.zeros(len(paths), dtype=bool)
-    with _quiet_stderr():  # libjpeg prints its own complaint per bad file.
-        for indices in readable:
-            ok[indices.numpy()] = True
-    return [path for path, good in zip(paths, ok) if not good]
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def check_images(paths):
     """Raises `DataError` naming the first unreadable file(s) among `paths`."""
-    bad = sorted(find_unreadable_images(paths))
+    bad = sorted(images.find_unreadable_images(paths))
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(
@@ -290,7 +182,7 @@ def image_augmenter(augment, image_size, seed=None):
         A function `image -> image` (uint8), or `None` when there is nothing
         to do per image.
     """
-    height, width = _image_size(image_size)
+    height, width = check_size(image_size, "image_size")
     layers = []
     pad_y, pad_x = max(1, height // 8), max(1, width // 8)
     if "crop" in augment:
@@ -487,7 +379,7 @@ def load_dataset(
             f"`data_dir` (an image folder); received dataset={dataset!r}, "
             f"data_dir={data_dir!r}."
         )
-    image_size = _image_size(image_size)
+    image_size = check_size(image_size, "image_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; received {batch_size!r}.")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -510,7 +402,7 @@ def load_dataset(
     if data_dir is not None:
         source, class_names, count = _folder_source(data_dir, split, limit, verify)
         decode = lambda path, label: (  # noqa: E731
-            decode_image(tf.io.read_file(path), image_size),
+            images.decode_image(tf.io.read_file(path), image_size),
             label,
         )
         if shuffle and not cache:
@@ -524,7 +416,10 @@ def load_dataset(
         if limit is not None:
             source = source.take(limit)
         source = source.map(
-            lambda image, label: (_as_rgb_uint8(image, image_size), label),
+            lambda image, label: (
+                images.resize_image(images.to_rgb(image), image_size),
+                label,
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     num_classes = len(class_names)
@@ -555,19 +450,51 @@ def load_dataset(
     return ds, class_names
 
 
-def _as_rgb_uint8(image, image_size):
-    """tfds images (uint8, 1 or 3 channels, any size) -> uint8 RGB resized."""
-    image = tf.convert_to_tensor(image)
-    if image.dtype != tf.uint8:
-        image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
-    if image.shape.rank == 3 and image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    elif image.shape.rank == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    return resize_image(image, image_size)
-
-
 def dataset_size(dataset):
     """Number of batches of a finite dataset, or `None` when unknown."""
     cardinality = int(dataset.cardinality())
     return cardinality if cardinality >= 0 else None
+
+
+# The ten CIFAR-10 classes, by label id: a dataset with these classes is
+# CIFAR-10 (tfds `cifar10`, or an image folder of it).
+CIFAR10_CLASS_NAMES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+def pixel_statistics(dataset):
+    """Per-channel mean and standard deviation of a dataset's pixels.
+
+    One pass over the batches, accumulated in float64, in [0, 1] units (the
+    units of `build_model`'s `pixel_mean` and `pixel_std`).
+
+    Args:
+        dataset: batches `(images, labels)` (or images alone) of uint8
+            (N, H, W, C) pixels, e.g. from `load_dataset(training=False)`.
+
+    Returns:
+        `(mean, std)`: two tuples of C floats.
+
+    Raises:
+        DataError: the dataset has no pixels.
+    """
+    total = total_squares = None
+    count = 0
+    for batch in dataset:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        pixels = np.asarray(images, dtype="float64").reshape(-1, np.shape(images)[-1]) / 255.0
+        if total is None:
+            total = np.zeros(pixels.shape[1])
+            total_squares = np.zeros(pixels.shape[1])
+        total += pixels.sum(axis=0)
+        total_squares += np.square(pixels).sum(axis=0)
+        count += pixels.shape[0]
+    if not count:
+        raise DataError("Cannot compute pixel statistics: the dataset has no images.")
+    mean = total / count
+    variance = np.maximum(total_squares / count - np.square(mean), 0.0)
+    # A constant channel would make the normalisation divide by zero.
+    std = np.maximum(np.sqrt(variance), 1e-3)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -34,86 +34,18 @@ Two references are scored the same way:
   d logit / d A_c, for the predicted class (or a fixed `class_index`).
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 from PIL import Image
 
+from keras_ltpa import images as image_files
 from keras_ltpa import visualize
-from keras_ltpa.model import load_model_file
+from keras_ltpa.checks import check_size
+from keras_ltpa.model import describe
 
-CAM_LAYER = "block5_relu3"
 MASK_THRESHOLD = 128
-
-
-# --- Trained models --------------------------------------------------------
-
-# In a run directory, the model file is the one of these names found first
-# (or the only `.keras` file there).
-MODEL_FILE_NAMES = ("model.keras", "final.keras", "best.keras")
-
-
-def find_model_file(path):
-    """The `.keras` file at `path`: the file itself, or the one in a run folder.
-
-    Raises:
-        ValueError: `path` is missing, not a `.keras` file, or a folder with
-            no (or several unranked) `.keras` files; the message lists them.
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        if not path.endswith(".keras"):
-            raise ValueError(f"Model file {path!r} is not a `.keras` file.")
-        return path
-    if not os.path.isdir(path):
-        raise ValueError(f"Model path {path!r} does not exist (give a .keras file or a run folder).")
-    found = sorted(name for name in os.listdir(path) if name.endswith(".keras"))
-    for name in MODEL_FILE_NAMES:
-        if name in found:
-            return os.path.join(path, name)
-    if len(found) == 1:
-        return os.path.join(path, found[0])
-    listed = ", ".join(found) if found else "none"
-    raise ValueError(
-        f"Cannot pick the model in run folder {path!r}: it has {len(found)} .keras "
-        f"files ({listed}); expected one of {', '.join(MODEL_FILE_NAMES)} or a single "
-        ".keras file. Pass the file itself."
-    )
-
-
-def load_model(path):
-    """Loads a model saved by this package (a `.keras` file or a run folder).
-
-    The package's layers are registered on import, so no custom objects are
-    needed. Raises `ValueError` naming the file if it cannot be loaded.
-    """
-    return load_model_file(find_model_file(path))
-
-
-def run_class_names(path):
-    """The class names saved with a training run, or None.
-
-    Reads `class_names` from the run's `config.json` (written by
-    `keras_ltpa.training.run_training`), looked for beside the model file
-    and one folder up (for `checkpoints/best.keras`).
-
-    Args:
-        path: a `.keras` file or a run folder.
-    """
-    from keras_ltpa.training import CONFIG_FILE
-
-    path = os.path.abspath(os.fspath(path))
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    for candidate in (folder, os.path.dirname(folder)):
-        config = os.path.join(candidate, CONFIG_FILE)
-        if os.path.isfile(config):
-            with open(config, encoding="utf-8") as file:
-                names = json.load(file).get("class_names")
-            if isinstance(names, list) and names:
-                return [str(name) for name in names]
-    return None
 
 
 # --- Classification ------------------------------------------------------
@@ -265,7 +197,7 @@ def gaussian_prior(shape, area):
         highest pixels of `gaussian_map(shape)`, a centred ellipse of the
         image's aspect ratio.
     """
-    height, width = visualize._check_size(tuple(shape))
+    height, width = check_size(tuple(shape), "shape")
     if isinstance(area, bool) or not (
         isinstance(area, (int, float, np.floating)) and 0.0 <= area <= 1.0
     ):
@@ -299,7 +231,7 @@ def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limi
                 f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
                 f"{os.fspath(directory)!r}."
             )
-    paths = visualize.list_images(images_root)
+    paths = image_files.list_images(images_root)
     if limit is not None:
         paths = paths[:limit]
     samples = []
@@ -308,7 +240,7 @@ def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limi
         mask_path = os.path.join(masks_root, name)
         if not os.path.isfile(mask_path):
             raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
-        image = visualize.load_image(path)
+        image = image_files.read_image(path)
         try:
             with Image.open(mask_path) as mask_file:
                 mask = mask_file.convert("L")
@@ -351,7 +283,7 @@ def _to_float32(tensor):
     return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))
 
 
-def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
+def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
     """Grad-CAM maps of a classifier at one convolutional layer.
 
     `cam = relu(sum_c alpha_c * A_c)`, `A` the layer's output and `alpha_c`
@@ -362,7 +294,9 @@ def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
         model: a `build_model()` model (logits output).
         images: uint8 (N, H, W, 3) raw images, resized to the model input if
             needed.
-        layer: name of the layer whose (N, h, w, C) output is explained.
+        layer: name of the layer whose (N, h, w, C) output is explained;
+            default: the model's own (`describe(model)["cam_layer"]`, block
+            5's last activation for the VGG backbone).
         class_index: class to explain; None explains each image's predicted
             class.
         batch_size: images per model call.
@@ -370,7 +304,14 @@ def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
     Returns:
         float32 (N, h, w) maps (not scaled).
     """
-    images = visualize._check_images(images)
+    images = visualize.check_image_batch(images)
+    if layer is None:
+        layer = describe(model)["cam_layer"]
+        if layer is None:
+            raise ValueError(
+                f"Model {model.name!r} has no default Grad-CAM layer (it is not "
+                "the VGG backbone); pass `layer`, the name of a conv layer."
+            )
     if layer not in [l.name for l in model.layers]:
         raise ValueError(f"`layer` {layer!r} is not a layer of model {model.name!r}.")
     features = model.get_layer(layer).output
@@ -378,7 +319,7 @@ def grad_cam(model, images, layer=CAM_LAYER, class_index=None, batch_size=64):
     head = keras.Model(features, model.outputs[0])
     input_size = tuple(model.input_shape[1:3])
     if None not in input_size:
-        images = visualize.resize_images(images, input_size)
+        images = image_files.resize_images(images, input_size)
     maps = []
     for start in range(0, len(images), batch_size):
         activations = body(images[start : start + batch_size].astype("float32"), training=False)
@@ -410,7 +351,7 @@ def localization(
     samples,
     baseline=None,
     threshold="mean",
-    cam_layer=CAM_LAYER,
+    cam_layer=None,
     class_index=None,
     batch_size=64,
 ):
@@ -425,7 +366,8 @@ def localization(
         threshold: `"mean"` or a top fraction in (0, 1) (see
             `threshold_map`), or a list of such rules (the maps are computed
             once and scored under each).
-        cam_layer: layer for Grad-CAM.
+        cam_layer: layer for Grad-CAM (default: each model's own, see
+            `grad_cam`).
         class_index: class explained by Grad-CAM (None: the predicted one).
         batch_size: images per model call.
 
@@ -449,7 +391,7 @@ def localization(
                 "resize masks to their images (load_mask_dataset does)."
             )
     model_size = tuple(model.input_shape[1:3])
-    inputs = visualize.resize_images_list([image for _, image, _ in samples], model_size)
+    inputs = image_files.resize_images([image for _, image, _ in samples], model_size)
     probabilities, maps = visualize.attention_maps(model, inputs, batch_size=batch_size)
     sources = {f"attention_{k}": m for k, m in enumerate(maps, start=1)}
     if not maps:

@@ -18,16 +18,10 @@ https://arxiv.org/abs/1804.02391
 import keras
 from keras import ops
 
+from keras_ltpa.checks import check_choice
+
 COMPATIBILITY_MODES = ("pc", "dp")
 NORMALIZATIONS = ("softmax", "sigmoid")
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"`{argument}` must be one of {', '.join(map(repr, allowed))}; "
-            f"received {argument}={value!r}."
-        )
 
 
 def _check_rank(layer, argument, shape, rank):
@@ -135,7 +129,7 @@ class CompatibilityScore(keras.layers.Layer):
         self, mode="pc", use_bias=False, kernel_initializer="he_normal", **kwargs
     ):
         super().__init__(**kwargs)
-        _check_choice("mode", mode, COMPATIBILITY_MODES)
+        check_choice("mode", mode, COMPATIBILITY_MODES)
         self.mode = mode
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -228,7 +222,7 @@ class AttentionPool(keras.layers.Layer):
 
     def __init__(self, normalization="softmax", **kwargs):
         super().__init__(**kwargs)
-        _check_choice("normalization", normalization, NORMALIZATIONS)
+        check_choice("normalization", normalization, NORMALIZATIONS)
         self.normalization = normalization
 
     def build(self, local_features_shape, scores_shape):

@@ -1,118 +1,34 @@
-"""`build_model()` for every variant of the paper, `attention_model()` and
-`load_model_file()`.
+"""`build_model()` for every variant of the paper, `attention_model()`,
+`describe()` and `load_model_file()`.
 
-The variants are data (`VARIANT_TOKENS`), read by one builder:
-
-    att3 / att2 / noatt      which layers get an attention estimator
-    concat / indep           one classifier on [g_a^1, ..., g_a^S], or one
-                             per layer with averaged probabilities
-    pc / dp                  compatibility <u, l + g> or <l, g>
-    softmax / sigmoid        normalisation of the scores
-    before / after           local features taken before or after max-pooling
+`build_model` returns an `AttentionClassifier`, a functional model whose
+graph follows the paper's figure (normalise, backbone taps, attention head,
+classifier) and whose config is its constructor arguments, so a saved model
+describes itself. The variants are data (`keras_ltpa.variants`).
 
 Reference: Jetley, Lord, Lee, Torr. "Learn To Pay Attention". ICLR 2018.
 """
 
+import contextlib
 import os
 import re
 
 import keras
 
 from keras_ltpa import backbones
-from keras_ltpa import layers as ltpa_layers
+from keras_ltpa import heads
+from keras_ltpa.variants import PAPER_ATTENTION_LAYERS
+from keras_ltpa.variants import check_model_arguments
+from keras_ltpa.variants import parse_variant
+from keras_ltpa.variants import variant_name
 
 # Per-channel mean and std of CIFAR-10 training pixels in [0, 1], as used by
 # the public PyTorch implementation's input transform.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
-PAPER_ATTENTION_LAYERS = (3, 4, 5)
-ATTENTION_PRESETS = {"att3": (3, 4, 5), "att2": (4, 5), "noatt": ()}
-AGGREGATIONS = ("concat", "indep")
-POSITIONS = ("before", "after")
-VARIANT_TOKENS = {
-    **{name: ("attention_layers", layers) for name, layers in ATTENTION_PRESETS.items()},
-    **{name: ("aggregation", name) for name in AGGREGATIONS},
-    **{name: ("compatibility", name) for name in ltpa_layers.COMPATIBILITY_MODES},
-    **{name: ("normalization", name) for name in ltpa_layers.NORMALIZATIONS},
-    **{name: ("attention_position", name) for name in POSITIONS},
-}
-
-
-def parse_variant(variant):
-    """Reads a paper-style variant string such as `"att2-indep-dp"`.
-
-    Args:
-        variant: tokens joined by `-`: att3|att2|noatt, concat|indep, pc|dp,
-            softmax|sigmoid, before|after, in any order; each at most once.
-
-    Returns:
-        A dict of `build_model` keyword arguments.
-    """
-    if not isinstance(variant, str) or not variant:
-        raise ValueError(
-            f"`variant` must be a string like 'att3-concat-pc'; received {variant!r}."
-        )
-    options = {}
-    for token in variant.lower().split("-"):
-        if token not in VARIANT_TOKENS:
-            raise ValueError(
-                f"Unknown token {token!r} in variant={variant!r}. Allowed tokens: "
-                f"{', '.join(VARIANT_TOKENS)}."
-            )
-        argument, value = VARIANT_TOKENS[token]
-        if argument in options:
-            raise ValueError(
-                f"variant={variant!r} sets `{argument}` twice; use one of its tokens."
-            )
-        options[argument] = value
-    return options
-
-
-def variant_name(
-    attention_layers, aggregation, compatibility, normalization, attention_position
-):
-    """The variant string of a configuration, e.g. `"att3-concat-pc"`."""
-    if not attention_layers:
-        return "noatt"
-    parts = [f"att{len(attention_layers)}", aggregation, compatibility]
-    if normalization != "softmax":
-        parts.append(normalization)
-    if attention_position != "before":
-        parts.append(attention_position)
-    return "-".join(parts)
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"`{argument}` must be one of {', '.join(map(repr, allowed))}; "
-            f"received {argument}={value!r}."
-        )
-
-
-def _check_input_shape(input_shape, backbone):
-    if (
-        not isinstance(input_shape, (tuple, list))
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) of positive ints; "
-            f"received input_shape={input_shape!r}."
-        )
-    if backbone == "vgg":
-        height, width, _ = input_shape
-        reduction = backbones.VGG_REDUCTION
-        if height % reduction or width % reduction:
-            raise ValueError(
-                f"`input_shape` {tuple(input_shape)} cannot be reduced to the "
-                f"global feature by the VGG backbone: height and width must be "
-                f"positive multiples of {reduction} (five 2x2 max-pools), "
-                "e.g. (32, 32, 3) or (64, 64, 3)."
-            )
-
-
+# The VGG layer whose maps Grad-CAM explains: block 5's last activation.
+VGG_CAM_LAYER = "block5_relu3"
 def _pixel_normalization(input_shape, pixel_mean, pixel_std):
     channels = input_shape[-1]
     mean = [float(m) for m in pixel_mean]
@@ -132,6 +48,174 @@ def _pixel_normalization(input_shape, pixel_mean, pixel_std):
         offset=[-m / s for m, s in zip(mean, std)],
         name="pixel_normalization",
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_ltpa")
+class AttentionClassifier(keras.Model):
+    """A "Learn To Pay Attention" classifier that describes itself.
+
+    A functional model (raw pixels in, logits out) whose constructor
+    arguments are its config: `get_config()` returns them and a saved
+    `.keras` file rebuilds from them, so a loaded model says its variant,
+    width, input size, classes and pixel statistics (`describe(model)`).
+    Build it with `build_model`, which also reads variant strings; the
+    arguments are those of `build_model` after a variant is resolved.
+
+    The graph follows the paper's figure: pixel normalisation, the
+    backbone's taps (local features `l^s` and global feature `g`), the
+    attention head (`g_a^s` per tap) and the classifier.
+
+    Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        input_shape=(32, 32, 3),
+        *,
+        backbone="vgg",
+        attention_layers=PAPER_ATTENTION_LAYERS,
+        global_layer=None,
+        compatibility="pc",
+        normalization="softmax",
+        aggregation="concat",
+        attention_position="before",
+        projector=True,
+        width_multiplier=1.0,
+        dropout=0.0,
+        conv_bias=True,
+        batch_norm_epsilon=1e-5,
+        batch_norm_momentum=0.9,
+        pixel_mean=CIFAR10_MEAN,
+        pixel_std=CIFAR10_STD,
+        class_names=None,
+        dtype=None,
+        name=None,
+        **kwargs,
+    ):
+        if isinstance(backbone, dict):  # From a saved config.
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        input_shape = tuple(input_shape)
+        attention_layers = tuple(attention_layers)
+        class_names = None if class_names is None else [str(n) for n in class_names]
+        check_model_arguments(
+            num_classes,
+            input_shape,
+            backbone,
+            attention_layers,
+            global_layer,
+            compatibility,
+            normalization,
+            aggregation,
+            attention_position,
+            width_multiplier,
+            dropout,
+            class_names,
+        )
+        if name is None:
+            name = "ltpa_" + variant_name(
+                attention_layers, aggregation, compatibility, normalization, attention_position
+            ).replace("-", "_")
+
+        # === Functional Model ===
+        with _dtype_policy(dtype):
+            inputs = keras.Input(shape=input_shape, name="images")
+            x = _pixel_normalization(input_shape, pixel_mean, pixel_std)(inputs)
+            local_features, global_features = backbones.backbone_taps(
+                x,
+                backbone,
+                attention_layers,
+                global_layer,
+                attention_position,
+                width_multiplier=width_multiplier,
+                conv_bias=conv_bias,
+                batch_norm_epsilon=batch_norm_epsilon,
+                batch_norm_momentum=batch_norm_momentum,
+                dropout=dropout,
+            )
+            pooled = heads.attention_head(
+                local_features, global_features, compatibility, normalization, projector
+            )
+            logits = heads.classifier(pooled or [global_features], num_classes, aggregation)
+            super().__init__(inputs, logits, name=name, **kwargs)
+            policy = keras.config.dtype_policy().name
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.image_shape = input_shape
+        self.backbone_config = (
+            backbone if isinstance(backbone, str) else keras.saving.serialize_keras_object(backbone)
+        )
+        self.attention_layers = attention_layers
+        self.global_layer = global_layer
+        self.compatibility = compatibility
+        self.normalization = normalization
+        self.aggregation = aggregation
+        self.attention_position = attention_position
+        self.projector = projector
+        self.width_multiplier = float(width_multiplier)
+        self.dropout = float(dropout)
+        self.conv_bias = conv_bias
+        self.batch_norm_epsilon = batch_norm_epsilon
+        self.batch_norm_momentum = batch_norm_momentum
+        self.pixel_mean = tuple(float(m) for m in pixel_mean)
+        self.pixel_std = tuple(float(s) for s in pixel_std)
+        self.class_names = class_names
+        self.policy_name = policy
+
+    @property
+    def variant(self):
+        """The paper-style variant string, e.g. `"att3-concat-pc"`."""
+        return variant_name(
+            self.attention_layers,
+            self.aggregation,
+            self.compatibility,
+            self.normalization,
+            self.attention_position,
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.image_shape),
+            "backbone": self.backbone_config,
+            "attention_layers": list(self.attention_layers),
+            "global_layer": self.global_layer,
+            "compatibility": self.compatibility,
+            "normalization": self.normalization,
+            "aggregation": self.aggregation,
+            "attention_position": self.attention_position,
+            "projector": self.projector,
+            "width_multiplier": self.width_multiplier,
+            "dropout": self.dropout,
+            "conv_bias": self.conv_bias,
+            "batch_norm_epsilon": self.batch_norm_epsilon,
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "pixel_mean": list(self.pixel_mean),
+            "pixel_std": list(self.pixel_std),
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "dtype": self.policy_name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Builds layers under the dtype policy `name` (None: the current one)."""
+    if name is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_model(
@@ -155,6 +239,7 @@ def build_model(
     batch_norm_momentum=0.9,
     pixel_mean=CIFAR10_MEAN,
     pixel_std=CIFAR10_STD,
+    class_names=None,
     name=None,
 ):
     """Builds a "Learn To Pay Attention" classifier.
@@ -193,15 +278,20 @@ def build_model(
             (defaults match PyTorch's).
         pixel_mean, pixel_std: per-channel statistics in [0, 1] units; inputs
             are mapped to `(x / 255 - mean) / std` inside the model.
+        class_names: optional list of `num_classes` strings, kept in the
+            model's config (and so in its `.keras` file and its exports).
         name: model name; defaults to `"ltpa_" + variant`.
 
     Returns:
-        A `keras.Model` with one output, the (N, num_classes) logits.
+        An `AttentionClassifier` (a functional `keras.Model`) with one
+        output, the (N, num_classes) logits.
 
     Example:
     >>> model = build_model(10, width_multiplier=0.125)
     >>> model.output_shape
     (None, 10)
+    >>> describe(model)["variant"]
+    'att3-concat-pc'
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018.
     """
@@ -212,141 +302,27 @@ def build_model(
         compatibility = options.get("compatibility", compatibility)
         normalization = options.get("normalization", normalization)
         attention_position = options.get("attention_position", attention_position)
-    if (
-        not isinstance(num_classes, int)
-        or isinstance(num_classes, bool)
-        or num_classes < 2
-    ):
-        raise ValueError(
-            f"`num_classes` must be an integer >= 2; received num_classes={num_classes!r}."
-        )
-    _check_choice("compatibility", compatibility, ltpa_layers.COMPATIBILITY_MODES)
-    _check_choice("normalization", normalization, ltpa_layers.NORMALIZATIONS)
-    _check_choice("aggregation", aggregation, AGGREGATIONS)
-    _check_choice("attention_position", attention_position, POSITIONS)
-    if not (isinstance(width_multiplier, (int, float)) and width_multiplier > 0):
-        raise ValueError(
-            f"`width_multiplier` must be a positive number; received {width_multiplier!r}."
-        )
-    if not (0.0 <= dropout < 1.0):
-        raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}.")
-    is_vgg = isinstance(backbone, str)
-    if is_vgg:
-        _check_choice("backbone", backbone, ("vgg",))
-    _check_input_shape(input_shape, "vgg" if is_vgg else None)
-    attention_layers = tuple(attention_layers) if attention else ()
-    if len(set(attention_layers)) != len(attention_layers):
-        raise ValueError(
-            f"`attention_layers` lists a layer twice: {attention_layers!r}."
-        )
-
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = _pixel_normalization(input_shape, pixel_mean, pixel_std)(inputs)
-
-    if is_vgg:
-        for block in attention_layers:
-            if block not in backbones.VGG_TAPPABLE_BLOCKS:
-                raise ValueError(
-                    f"`attention_layers` entries must be VGG blocks from "
-                    f"{backbones.VGG_TAPPABLE_BLOCKS}; received {block!r} in "
-                    f"attention_layers={attention_layers!r}."
-                )
-        if global_layer is not None:
-            raise ValueError(
-                "`global_layer` applies to a custom backbone only; the VGG "
-                f"backbone's g is its dense layer. Received global_layer={global_layer!r}."
-            )
-        taps = backbones.apply_vgg_backbone(
-            x,
-            width_multiplier=width_multiplier,
-            conv_bias=conv_bias,
-            batch_norm_epsilon=batch_norm_epsilon,
-            batch_norm_momentum=batch_norm_momentum,
-            dropout=dropout,
-        )
-        suffix = "" if attention_position == "before" else "_pool"
-        local_features = [taps[f"block{block}{suffix}"] for block in attention_layers]
-        global_features = taps["global"]
-    else:
-        if attention_position != "before":
-            raise ValueError(
-                "`attention_position` applies to the VGG backbone only; tap the "
-                "layer you want with `attention_layers`. Received "
-                f"attention_position={attention_position!r}."
-            )
-        if global_layer is None:
-            raise ValueError(
-                "`global_layer` is required with a custom backbone: name the "
-                "layer whose output is the global feature g."
-            )
-        if any(not isinstance(name, str) for name in attention_layers):
-            raise ValueError(
-                "With a custom backbone `attention_layers` must be layer names; "
-                f"received attention_layers={attention_layers!r}."
-            )
-        extractor = backbones.tap_backbone(backbone, attention_layers, global_layer)
-        expected = tuple(extractor.input_shape[1:])
-        if any(e is not None and e != d for e, d in zip(expected, input_shape)):
-            raise ValueError(
-                f"`input_shape` {tuple(input_shape)} does not fit backbone "
-                f"{backbone.name!r}, which takes {expected}."
-            )
-        *local_features, global_features = extractor(x)
-
-    if not local_features:
-        logits = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(
-            global_features
-        )
-    else:
-        global_width = global_features.shape[-1]
-        pooled = []
-        for index, features in enumerate(local_features, start=1):
-            if features.shape[-1] != global_width:
-                if not projector:
-                    raise ValueError(
-                        f"Local features of attention layer {index} have "
-                        f"{features.shape[-1]} channels but g has {global_width}, "
-                        "and `projector=False`. Set projector=True (the paper "
-                        "projects l to g's width) or tap layers of g's width."
-                    )
-                features = ltpa_layers.LinearProjector(
-                    global_width, name=f"projector_{index}"
-                )(features)
-            scores = ltpa_layers.CompatibilityScore(
-                compatibility, name=f"compatibility_{index}"
-            )(features, global_features)
-            vector, _ = ltpa_layers.AttentionPool(
-                normalization, name=f"attention_pool_{index}"
-            )(features, scores)
-            pooled.append(vector)
-        if aggregation == "concat":
-            joined = (
-                pooled[0]
-                if len(pooled) == 1
-                else keras.layers.Concatenate(name="concat_pooled")(pooled)
-            )
-            logits = keras.layers.Dense(
-                num_classes, name="classifier", dtype="float32"
-            )(joined)
-        else:
-            per_layer = [
-                keras.layers.Dense(
-                    num_classes, name=f"classifier_{index}", dtype="float32"
-                )(vector)
-                for index, vector in enumerate(pooled, start=1)
-            ]
-            logits = (
-                per_layer[0]
-                if len(per_layer) == 1
-                else ltpa_layers.ProbabilityAverage(name="probability_average")(
-                    per_layer
-                )
-            )
-    if name is None:
-        name = "ltpa_" + variant_name(
-            attention_layers, aggregation, compatibility, normalization, attention_position
-        ).replace("-", "_")
-    return keras.Model(inputs, logits, name=name)
+    return AttentionClassifier(
+        num_classes,
+        input_shape,
+        backbone=backbone,
+        attention_layers=tuple(attention_layers) if attention else (),
+        global_layer=global_layer,
+        compatibility=compatibility,
+        normalization=normalization,
+        aggregation=aggregation,
+        attention_position=attention_position,
+        projector=projector,
+        width_multiplier=width_multiplier,
+        dropout=dropout,
+        conv_bias=conv_bias,
+        batch_norm_epsilon=batch_norm_epsilon,
+        batch_norm_momentum=batch_norm_momentum,
+        pixel_mean=pixel_mean,
+        pixel_std=pixel_std,
+        class_names=class_names,
+        name=name,
+    )
 
 
 def load_model_file(path):
@@ -370,10 +346,82 @@ def load_model_file(path):
         raise ValueError(f"Cannot load the Keras model in {path!r}: {error}") from None
 
 
-def attention_layer_count(model):
-    """Number of attention estimators (`attention_pool_<k>` layers) in `model`."""
+def describe(model):
+    """What a classifier of this package is: the facts its users need.
+
+    Read from the model's own config (`AttentionClassifier`); a `.keras` file
+    written by version 0.1.0 (a plain functional model) is described from
+    its layers instead.
+
+    Returns:
+        A dict: `variant` (e.g. `"att3-concat-pc"`, None for a custom
+        backbone of an old file), `backbone` (`"vgg"` or the tapped model's
+        name), `width_multiplier` (None when unknown), `input_shape` (H, W, C),
+        `num_classes`, `class_names` (recorded names, else `"0"`..`"K-1"`),
+        `class_names_recorded` (bool), `pixel_mean`, `pixel_std`,
+        `attention_count` (estimators; 0 for the plain baseline) and
+        `cam_layer` (the VGG's last block-5 activation, for Grad-CAM; None
+        for other backbones).
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; received {model!r}.")
+    if isinstance(model, AttentionClassifier):
+        names = model.class_names
+        facts = {
+            "variant": model.variant,
+            "backbone": (
+                "vgg"
+                if isinstance(model.backbone_config, str)
+                else model.backbone_config.get("config", {}).get("name")
+            ),
+            "width_multiplier": model.width_multiplier,
+            "input_shape": tuple(model.image_shape),
+            "num_classes": model.num_classes,
+            "class_names": names,
+            "pixel_mean": model.pixel_mean,
+            "pixel_std": model.pixel_std,
+            "attention_count": len(model.attention_layers),
+        }
+    else:
+        facts = _describe_functional(model)
+        names = None
+    facts["class_names_recorded"] = names is not None
+    if names is None:
+        facts["class_names"] = [str(index) for index in range(facts["num_classes"])]
+    layer_names = {layer.name for layer in model.layers}
+    facts["cam_layer"] = VGG_CAM_LAYER if VGG_CAM_LAYER in layer_names else None
+    return facts
+
+
+def _describe_functional(model):
+    """`describe` for a plain functional model built by version 0.1.0."""
     pattern = re.compile(r"attention_pool_(\d+)$")
-    return sum(1 for layer in model.layers if pattern.match(layer.name))
+    count = sum(1 for layer in model.layers if pattern.match(layer.name))
+    layer_names = {layer.name for layer in model.layers}
+    variant = None
+    if model.name.startswith("ltpa_") and "block1_conv1" in layer_names:
+        variant = model.name[len("ltpa_"):].replace("_", "-")
+    width = None
+    if "block1_conv1" in layer_names:
+        filters = model.get_layer("block1_conv1").filters
+        width = filters / backbones.VGG_BLOCKS[0][2]
+    mean = std = None
+    if "pixel_normalization" in layer_names:
+        rescaling = model.get_layer("pixel_normalization")
+        # scale = 1 / (255 std), offset = -mean / std (see _pixel_normalization).
+        std = tuple(1.0 / (255.0 * float(s)) for s in rescaling.scale)
+        mean = tuple(-float(o) * s for o, s in zip(rescaling.offset, std))
+    return {
+        "variant": variant,
+        "backbone": "vgg" if "block1_conv1" in layer_names else None,
+        "width_multiplier": width,
+        "input_shape": tuple(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "class_names": None,
+        "pixel_mean": mean,
+        "pixel_std": std,
+        "attention_count": count,
+    }
 
 
 def attention_model(model):
@@ -403,7 +451,7 @@ def attention_model(model):
             logits
         ),
     }
-    for index in range(1, attention_layer_count(model) + 1):
+    for index in range(1, describe(model)["attention_count"] + 1):
         pool = model.get_layer(f"attention_pool_{index}")
         outputs[f"attention_{index}"] = pool.output[1]
         outputs[f"scores_{index}"] = model.get_layer(f"compatibility_{index}").output

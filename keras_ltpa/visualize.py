@@ -32,6 +32,8 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 from keras_ltpa import files
+from keras_ltpa import images as image_files
+from keras_ltpa.checks import check_size
 from keras_ltpa.model import attention_model
 
 # Grid layout, in pixels: a header band with the column titles, then per
@@ -40,7 +42,6 @@ from keras_ltpa.model import attention_model
 CAPTION_HEIGHT = 16
 TILE_GAP = 2
 FONT_SIZE = 11
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (0, 0, 0)
 RIGHT_COLOR = (0, 110, 0)
@@ -80,7 +81,7 @@ def upsample_map(attention, size):
             "`attention` must have at least 2 dimensions (..., height, width); "
             f"received shape {attention.shape}."
         )
-    height, width = _check_size(size)
+    height, width = check_size(size)
     y_low, y_high, y_frac = _resize_indices(attention.shape[-2], height)
     x_low, x_high, x_frac = _resize_indices(attention.shape[-1], width)
     rows = (
@@ -88,18 +89,6 @@ def upsample_map(attention, size):
         + attention[..., y_high, :] * y_frac[:, None]
     )
     return rows[..., x_low] * (1.0 - x_frac) + rows[..., x_high] * x_frac
-
-
-def _check_size(size):
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
-    ):
-        raise ValueError(
-            f"`size` must be (height, width) of positive ints; received size={size!r}."
-        )
-    return int(size[0]), int(size[1])
 
 
 def normalize_map(attention):
@@ -204,68 +193,14 @@ def save_png(array, path):
     )
 
 
-def resize_images(images, size):
-    """Resizes uint8 images (N, H, W, 3) to `size` (bilinear, antialiased).
-
-    Returns `images` unchanged when they already have that size.
-    """
-    height, width = _check_size(size)
-    images = np.asarray(images)
-    if images.shape[1:3] == (height, width):
-        return images
-    return np.stack(
-        [
-            np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-            for image in images
-        ]
-    )
-
-
-def load_image(path):
-    """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"Cannot read {os.fspath(path)!r} as an image: {error}") from None
-
-
-def list_images(directory):
-    """Image files under `directory` (recursive, sorted); hidden files skipped.
-
-    Raises:
-        ValueError: naming the first file that is not a readable image (by
-            extension or content), or if there are no images.
-    """
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ValueError(f"Image folder {directory!r} does not exist or is not a folder.")
-    paths = []
-    for root, folders, names in os.walk(directory):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                raise ValueError(
-                    f"{path!r} is not an image file (allowed extensions: "
-                    f"{', '.join(IMAGE_EXTENSIONS)}); remove it or point at a folder of "
-                    "images only."
-                )
-            paths.append(path)
-    if not paths:
-        raise ValueError(f"No image files found in {directory!r}.")
-    return paths
-
-
 def read_images(sources, size, class_names=None):
     """Reads image files and folders into one uint8 batch.
 
     Args:
         sources: image file paths and/or folders (every image under a folder,
-            see `list_images`), in order.
-        size: (height, width) every image is resized to (bilinear).
+            see `keras_ltpa.images.list_images`), in order.
+        size: (height, width) every image is resized to
+            (`keras_ltpa.images.resize_images`).
         class_names: optional class names; when every image sits in a folder
             named after a class (e.g. `test/cat/0001.jpg`), that class is its
             true label.
@@ -283,14 +218,14 @@ def read_images(sources, size, class_names=None):
     for source in sources:
         source = os.fspath(source)
         if os.path.isdir(source):
-            paths.extend(list_images(source))
+            paths.extend(image_files.list_images(source))
         elif os.path.isfile(source):
             paths.append(source)
         else:
             raise ValueError(f"Image path {source!r} does not exist.")
     if not paths:
         raise ValueError("No image files or folders were given.")
-    images = resize_images_list([load_image(path) for path in paths], size)
+    images = image_files.resize_images([image_files.read_image(path) for path in paths], size)
     labels = None
     if class_names is not None:
         index = {str(name): i for i, name in enumerate(class_names)}
@@ -298,11 +233,6 @@ def read_images(sources, size, class_names=None):
         if all(folder in index for folder in folders):
             labels = np.asarray([index[folder] for folder in folders], dtype=np.int64)
     return images, labels, paths
-
-
-def resize_images_list(images, size):
-    """Resizes a list of uint8 (H_i, W_i, 3) images of any sizes to one batch."""
-    return np.stack([resize_images(image[None], size)[0] for image in images])
 
 
 def _as_attention_model(model):
@@ -316,7 +246,9 @@ def _as_attention_model(model):
     return attention_model(model)
 
 
-def _check_images(images):
+def check_image_batch(images):
+    """`images` as a uint8 NumPy batch (N, H, W, 3); a ValueError names a
+    wrong dtype or shape."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(
@@ -340,11 +272,11 @@ def attention_maps(model, images, batch_size=64):
         float32 (N, H_k, W_k) array per attention estimator (empty for the
         plain baseline).
     """
-    images = _check_images(images)
+    images = check_image_batch(images)
     model = _as_attention_model(model)
     input_size = tuple(model.input_shape[1:3])
     if None not in input_size:
-        images = resize_images(images, input_size)
+        images = image_files.resize_images(images, input_size)
     count = sum(1 for key in model.output if key.startswith("attention_"))
     keys = ["probabilities"] + [f"attention_{k}" for k in range(1, count + 1)]
     chunks = {key: [] for key in keys}
@@ -443,7 +375,7 @@ def attention_grid(
     Returns:
         uint8 array (height, width, 3).
     """
-    images = _check_images(images)
+    images = check_image_batch(images)
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(images):
@@ -452,7 +384,7 @@ def attention_grid(
             )
     probabilities, maps = attention_maps(model, images)
     tile_height, tile_width = _tile_shape(images.shape[1:3], tile_size)
-    tiles = resize_images(images, (tile_height, tile_width))
+    tiles = image_files.resize_images(images, (tile_height, tile_width))
     columns = [tiles] + [
         overlay(tiles, m, image_weight=image_weight, map_weight=map_weight, cmap=cmap)
         for m in maps
@@ -504,7 +436,7 @@ def save_attention_grids(
     Returns:
         The list of written paths.
     """
-    images = _check_images(images)
+    images = check_image_batch(images)
     if not isinstance(rows_per_grid, int) or rows_per_grid < 1:
         raise ValueError(
             f"`rows_per_grid` must be a positive int; received {rows_per_grid!r}."

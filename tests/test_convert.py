@@ -1,6 +1,5 @@
 """Parity with the public PyTorch implementation's outputs (fixtures)."""
 
-import keras
 import numpy as np
 import pytest
 

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_ltpa import data
+from keras_ltpa import images
 
 CLASSES = ("cat", "dog", "horse")
 
@@ -224,7 +225,7 @@ def test_corrupt_image_is_named(image_folder, kind):
     bad.write_bytes(b"not a jpeg" if kind == "garbage" else good[: len(good) // 3])
     with pytest.raises(data.DataError, match="broken.jpg"):
         data.load_dataset("train", data_dir=image_folder)
-    assert data.find_unreadable_images(
+    assert images.find_unreadable_images(
         sorted((image_folder / "train" / "dog").iterdir())
     ) == [str(bad)]
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from keras_ltpa import build_model
 from keras_ltpa import evaluate
+from keras_ltpa import images as image_files
 from keras_ltpa import visualize
 
 # --- Jaccard, thresholds, prior ---------------------------------------------
@@ -161,7 +162,7 @@ def test_localization_recomputes_by_hand(tiny_models):
         "gaussian_prior", "baseline_cam",
     ]
     assert result["count"] == 2 and result["names"] == ["s0", "s1"]
-    inputs = visualize.resize_images_list([image for _, image, _ in samples], (32, 32))
+    inputs = image_files.resize_images([image for _, image, _ in samples], (32, 32))
     _, maps = visualize.attention_maps(model, inputs)
     cams = evaluate.grad_cam(baseline, inputs)
     for index, (_, _, mask) in enumerate(samples):
@@ -189,7 +190,7 @@ def test_localization_mean_rule_prior_takes_the_model_area(tiny_models):
         evaluate.jaccard(evaluate.gaussian_prior(samples[0][2].shape, 0.5), samples[0][2])
     ]
     _, image, mask = samples[0]
-    inputs = visualize.resize_images(image[None], (32, 32))
+    inputs = image_files.resize_images(image[None], (32, 32))
     _, maps = visualize.attention_maps(model, inputs)
     mean = np.mean(
         [visualize.normalize_map(visualize.upsample_map(m[0], mask.shape)) for m in maps],
@@ -238,28 +239,3 @@ def test_evaluate_classification_values():
     assert "accuracy: 0.4000" in text and "top-2 accuracy: 0.8000" in text
     with pytest.raises(ValueError, match="no images"):
         evaluate.evaluate_classification(model, [])
-
-
-# --- Model files and reports -------------------------------------------------------------
-
-
-def test_find_model_file(tmp_path):
-    (tmp_path / "checkpoint.keras").write_text("")
-    assert evaluate.find_model_file(tmp_path) == str(tmp_path / "checkpoint.keras")
-    (tmp_path / "other.keras").write_text("")
-    with pytest.raises(ValueError, match="checkpoint.keras, other.keras"):
-        evaluate.find_model_file(tmp_path)
-    (tmp_path / "model.keras").write_text("")
-    assert evaluate.find_model_file(tmp_path) == str(tmp_path / "model.keras")
-    (tmp_path / "weights.h5").write_text("")
-    with pytest.raises(ValueError, match="weights.h5"):
-        evaluate.find_model_file(tmp_path / "weights.h5")
-
-
-def test_run_class_names(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    assert evaluate.run_class_names(tmp_path / "checkpoints" / "best.keras") is None
-    (tmp_path / "config.json").write_text(json.dumps({"class_names": ["cat", "dog"]}))
-    assert evaluate.run_class_names(tmp_path) == ["cat", "dog"]
-    assert evaluate.run_class_names(tmp_path / "model.keras") == ["cat", "dog"]
-    assert evaluate.run_class_names(tmp_path / "checkpoints" / "best.keras") == ["cat", "dog"]

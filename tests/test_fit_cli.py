@@ -6,25 +6,23 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_ltpa import training
-from tests.conftest import load_script
+from keras_ltpa import optimizers
+from keras_ltpa import runs
+from tests.conftest import FIT_SCRIPT as FIT
+from tests.conftest import backed_up_epochs
+from tests.conftest import run_fit as fit
+from tests.conftest import wait_for
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIT = os.path.join(REPO_ROOT, "training", "fit.py")
 # XLA is what makes JAX fast; elsewhere compiling costs more than it saves
 # on these tiny runs.
 JIT = "auto" if keras.backend.backend() == "jax" else "off"
 TINY = ["--width", "0.0625", "--batch-size", "8", "--jit-compile", JIT, "--seed", "0"]
-
-
-fit = load_script(FIT, "fit_cli")
 
 
 def _error_lines(stderr):
@@ -150,40 +148,21 @@ def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsy
     assert summary["model"] == str(run_dir / "model.keras") and summary["export"] is None
     assert metrics["test_examples"] == 8 and len(metrics["class_names"]) == 10
     assert metrics["epochs"] == 2 and metrics["precision"] == "float32"
-    rows = training.read_history(run_dir / "history.csv")
+    rows = runs.read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.1, 0.1])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["seed"] == 0 and config["steps_per_epoch"] == 2
     model = keras.saving.load_model(run_dir / "model.keras")
-    assert isinstance(model.optimizer, training.CoupledWeightDecaySGD)
+    assert isinstance(model.optimizer, optimizers.CoupledWeightDecaySGD)
     tags = _tensorboard_tags(run_dir / "tensorboard")
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags["train"]
     assert {"epoch_loss", "epoch_accuracy"} <= tags["validation"]
     assert "attention" in tags["attention"]
     # The second run: no epoch lines, the same history and test accuracy.
     assert not any(line.startswith("epoch ") for line in again)
-    assert training.read_history(run_dir / "history.csv") == rows
+    assert runs.read_history(run_dir / "history.csv") == rows
     assert json.loads(again[-1])["test_accuracy"] == pytest.approx(metrics["accuracy"])
-
-
-def _wait_for(condition, process, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
-
-
-def _backed_up_epochs(run_dir):
-    try:
-        with open(run_dir / "backup" / "training_metadata.json") as file:
-            return json.load(file)["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 @pytest.mark.slow
@@ -199,13 +178,13 @@ def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_pa
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            backed_up = _wait_for(lambda: _backed_up_epochs(run_dir) >= 1, first, 400)
+            backed_up = wait_for(lambda: backed_up_epochs(run_dir) >= 1, first, 400)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
     assert backed_up, (tmp_path / "first.log").read_text()[-3000:]
-    done = _backed_up_epochs(run_dir)
-    kept = training.read_history(run_dir / "history.csv")[:done]
+    done = backed_up_epochs(run_dir)
+    kept = runs.read_history(run_dir / "history.csv")[:done]
     assert 1 <= done < 4 and len(kept) == done
     assert not (run_dir / "metrics.json").exists()
 
@@ -217,7 +196,7 @@ def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_pa
         line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
     ]
     assert epochs_run[0] == f"{done + 1}/4"  # Continued, not started over.
-    rows = training.read_history(run_dir / "history.csv")
+    rows = runs.read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
     assert rows[:done] == kept  # The finished epochs' history is untouched.
     summary = json.loads(second.stdout.strip().splitlines()[-1])

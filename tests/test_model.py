@@ -89,7 +89,7 @@ def test_variant_builds_predicts_and_fits(variant):
     attention = keras_ltpa.attention_model(model)
     outputs = attention(IMAGES)
     expected_maps = 0 if variant == "noatt" else int(variant[3])
-    assert keras_ltpa.model.attention_layer_count(model) == expected_maps
+    assert keras_ltpa.describe(model)["attention_count"] == expected_maps
     probabilities = keras.ops.convert_to_numpy(outputs["probabilities"])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     after = variant.endswith("after")
@@ -147,7 +147,7 @@ def test_variant_string_matches_keyword_arguments():
 
 def test_attention_false_is_the_plain_baseline():
     model = build_model(10, attention=False, width_multiplier=WIDTH)
-    assert keras_ltpa.model.attention_layer_count(model) == 0
+    assert keras_ltpa.describe(model)["attention_count"] == 0
     assert count_parameters(model.trainable_weights) == hand_count("noatt", 10, WIDTH)
     assert sorted(keras_ltpa.attention_model(model).output) == ["logits", "probabilities"]
 

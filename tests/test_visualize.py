@@ -10,6 +10,7 @@ from PIL import Image
 
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
+from keras_ltpa import images as image_files
 from keras_ltpa import visualize
 from tests.conftest import write_image
 
@@ -116,7 +117,7 @@ def test_attention_grid_layout(tiny_model, images):
     assert grid.shape[:2] == visualize.grid_size(3, 3, (32, 32), tile)
 
     probabilities, maps = visualize.attention_maps(tiny_model, images)
-    tiles = visualize.resize_images(images, (tile, tile))
+    tiles = image_files.resize_images(images, (tile, tile))
     for row in range(3):
         top = caption + row * (caption + tile) + caption
         np.testing.assert_array_equal(grid[top : top + tile, :tile], tiles[row])

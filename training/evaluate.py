@@ -23,6 +23,8 @@ Both can be asked for in one call. Results are printed as a table and, with
 import argparse
 import sys
 
+import cli_common as cli
+
 
 def parse_threshold(text):
     if text == "mean":
@@ -39,29 +41,26 @@ def parse_threshold(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser("evaluate.py", __doc__)
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model", required=True,
-        help="a .keras file, or a run folder holding one (model.keras)",
-    )
+    cli.add_model_argument(model)
     accuracy = parser.add_argument_group("accuracy (give at most one source)")
     source = accuracy.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="a tensorflow-datasets name, e.g. cifar10")
     source.add_argument("--data-dir", help="an image folder DIR/<split>/<class>/<image>")
     accuracy.add_argument("--split", default="test", help="split to score")
-    accuracy.add_argument("--batch-size", type=int, default=256)
-    accuracy.add_argument("--limit", type=int, help="score only this many images")
+    accuracy.add_argument("--batch-size", type=cli.positive_int, default=256)
+    accuracy.add_argument(
+        "--limit", type=cli.positive_int, help="score only this many images"
+    )
     localization = parser.add_argument_group("localisation")
     localization.add_argument(
         "--localization", metavar="DIR",
         help="an image+mask set: DIR/rgb/<name> and DIR/figure_ground/<name>",
     )
     localization.add_argument(
-        "--baseline", help="the plain VGG baseline (.keras or run folder) for the CAM reference",
+        "--baseline",
+        help="the plain VGG baseline (.keras or run directory) for the CAM reference",
     )
     localization.add_argument(
         "--threshold", nargs="+", type=parse_threshold, default=["mean"],
@@ -72,19 +71,17 @@ def parse_args(argv=None):
         help="class explained by Grad-CAM (name or id); default: each image's prediction",
     )
     localization.add_argument(
-        "--class-names",
-        help="comma-separated class names for --cam-class by name (default: the run's)",
+        "--class-names", type=cli.class_names_argument,
+        help="class names for --cam-class by name (default: the model's, else its run's)",
     )
-    localization.add_argument("--mask-limit", type=int, help="score only the first N images")
+    localization.add_argument(
+        "--mask-limit", type=cli.positive_int, help="score only the first N images"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--output", help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if not (args.dataset or args.data_dir or args.localization):
         parser.error("nothing to do: give --dataset/--data-dir and/or --localization.")
-    for name in ("batch_size", "limit", "mask_limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer.")
     return args
 
 
@@ -103,17 +100,15 @@ def cam_class_index(cam_class, class_names):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Imported after parsing so that --help is fast and needs no backend.
-    from keras_ltpa import evaluate
 
-    results = {}
-    try:
-        model = evaluate.load_model(args.model)
-        class_names = (
-            args.class_names.split(",")
-            if args.class_names
-            else evaluate.run_class_names(args.model)
-        )
+    def work():
+        # Imported here so that --help and flag errors need no backend.
+        from keras_ltpa import evaluate
+        from keras_ltpa import runs
+
+        results = {}
+        model = runs.load_model(args.model)
+        class_names = runs.class_names_of(model, args.model, args.class_names)
         if args.dataset or args.data_dir:
             from keras_ltpa import data
 
@@ -132,7 +127,7 @@ def main(argv=None):
         if args.localization:
             class_index = cam_class_index(args.cam_class, class_names)
             samples = evaluate.load_mask_dataset(args.localization, limit=args.mask_limit)
-            baseline = evaluate.load_model(args.baseline) if args.baseline else None
+            baseline = runs.load_model(args.baseline) if args.baseline else None
             results["localization"] = evaluate.localization(
                 model, samples, baseline, threshold=args.threshold, class_index=class_index
             )
@@ -141,10 +136,8 @@ def main(argv=None):
             from keras_ltpa.files import write_json
 
             write_json(args.output, results)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cli.run_main("evaluate.py", work)
 
 
 if __name__ == "__main__":

@@ -30,60 +30,15 @@ and in the README ("Training"). The Keras backend is chosen by
 `KERAS_BACKEND=tensorflow|jax|torch`.
 """
 
-import argparse
 import json
 import os
 import sys
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILURE = 1
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad flag in one line (no usage block) with exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" where there is a value to show."""
-
-    def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
+import cli_common as cli
 
 
 def build_parser():
-    parser = _Parser(
+    parser = cli.Parser(
         prog="fit.py",
         description=(
             "Train a Learn To Pay Attention model (Jetley et al., ICLR 2018) "
@@ -96,7 +51,7 @@ def build_parser():
             "KERAS_BACKEND=tensorflow|jax|torch. Run directory layout: see "
             "the README, section Training."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
@@ -122,7 +77,7 @@ def build_parser():
     )
     data.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=cli.positive_int,
         default=32,
         help="side of the square images the model takes (a multiple of 32); "
         "other sizes are resized.",
@@ -135,19 +90,28 @@ def build_parser():
         "of crop, flip, randaugment, mixup, cutmix.",
     )
     data.add_argument(
+        "--pixel-stats",
+        choices=("auto", "data", "cifar10"),
+        default="auto",
+        help="the model's input normalisation: data = the training split's "
+        "per-channel mean/std (one pass, recorded in config.json); cifar10 = "
+        "CIFAR-10's fixed values (the reference code's); auto = cifar10 for "
+        "CIFAR-10, data for any other dataset.",
+    )
+    data.add_argument(
         "--cache",
         action="store_true",
         help="keep the decoded images in memory after the first epoch.",
     )
     data.add_argument(
         "--limit",
-        type=_positive_int,
+        type=cli.positive_int,
         default=None,
         help="train on this many examples only (a fixed mix of classes).",
     )
     data.add_argument(
         "--test-limit",
-        type=_positive_int,
+        type=cli.positive_int,
         default=None,
         help="validate and test on this many test examples only.",
     )
@@ -163,41 +127,41 @@ def build_parser():
     model.add_argument(
         "--width",
         dest="width_multiplier",
-        type=_positive_float,
+        type=cli.positive_float,
         default=1.0,
         help="width multiplier of every VGG layer (0.25 = a quarter of the "
         "channels, for small CPUs).",
     )
     model.add_argument(
         "--dropout",
-        type=_non_negative_float,
+        type=cli.non_negative_float,
         default=0.0,
         help="dropout rate in the VGG (the paper's: 0).",
     )
 
     optimisation = parser.add_argument_group("optimisation")
     optimisation.add_argument(
-        "--epochs", type=_positive_int, default=300, help="epochs to train in all."
+        "--epochs", type=cli.positive_int, default=300, help="epochs to train in all."
     )
     optimisation.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=cli.positive_int,
         default=128,
         help="examples per step on each replica (device); a step takes "
         "batch-size x replicas examples (see --strategy).",
     )
     optimisation.add_argument(
         "--learning-rate",
-        type=_positive_float,
+        type=cli.positive_float,
         default=0.1,
         help="initial SGD learning rate.",
     )
     optimisation.add_argument(
-        "--momentum", type=_non_negative_float, default=0.9, help="SGD momentum."
+        "--momentum", type=cli.non_negative_float, default=0.9, help="SGD momentum."
     )
     optimisation.add_argument(
         "--weight-decay",
-        type=_non_negative_float,
+        type=cli.non_negative_float,
         default=5e-4,
         help="weight decay coefficient.",
     )
@@ -217,13 +181,13 @@ def build_parser():
     )
     optimisation.add_argument(
         "--lr-decay-factor",
-        type=_positive_float,
+        type=cli.positive_float,
         default=0.5,
         help="learning-rate multiplier at each decay.",
     )
     optimisation.add_argument(
         "--steps-per-epoch",
-        type=_positive_int,
+        type=cli.positive_int,
         default=None,
         help="optimizer steps per epoch (default: one pass over the "
         "training set); the data repeats as needed.",
@@ -286,7 +250,7 @@ def build_parser():
     )
     distribution.add_argument(
         "--num-processes",
-        type=_positive_int,
+        type=cli.positive_int,
         default=None,
         help="number of processes training together (default: "
         "$JAX_NUM_PROCESSES, $SLURM_NTASKS or $OMPI_COMM_WORLD_SIZE; 1).",
@@ -310,7 +274,7 @@ def build_parser():
     )
     output.add_argument(
         "--save-freq",
-        type=_positive_int,
+        type=cli.positive_int,
         default=None,
         help="also back up every N steps within an epoch (default: at the "
         "end of each epoch only).",
@@ -369,16 +333,16 @@ def main(argv=None):
         result = training.run_training(args)
     except (training.SetupError, DataError) as error:
         print(f"fit.py: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return cli.EXIT_BAD_INPUT
     except FloatingPointError as error:
         print(f"fit.py: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return cli.EXIT_FAILURE
     except KeyboardInterrupt:
         print(
             "fit.py: interrupted; run the same command again to resume.",
             file=sys.stderr,
         )
-        return 130
+        return cli.EXIT_INTERRUPTED
     summary = {
         "run_dir": result["run_dir"],
         "test_accuracy": result["metrics"].get("accuracy"),

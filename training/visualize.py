@@ -29,21 +29,16 @@ Writes `<output>/<prefix>_000.png`, `_001.png`, ... (`--rows-per-grid`
 images each) and prints their paths.
 """
 
-import argparse
 import os
 import sys
 
+import cli_common as cli
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser("visualize.py", __doc__)
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model", required=True,
-        help="a .keras file, or a run folder holding one (model.keras)",
-    )
+    cli.add_model_argument(model)
     data = parser.add_argument_group("data (give one source)")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -54,42 +49,39 @@ def parse_args(argv=None):
     source.add_argument("--data-dir", help="an image folder DIR/<split>/<class>/<image>")
     data.add_argument("--split", default="test", help="split of --dataset/--data-dir")
     data.add_argument(
-        "--num-images", type=int, default=8,
+        "--num-images", type=cli.positive_int, default=8,
         help="images taken from --dataset/--data-dir (a fixed mix of classes)",
     )
     data.add_argument(
-        "--class-names",
-        help="comma-separated class names for --images (default: those in the run "
-        "folder's config.json, else class ids)",
+        "--class-names", type=cli.class_names_argument,
+        help="class names for --images: a comma list or a file (default: the "
+        "model's, else its run's, else class ids)",
     )
     output = parser.add_argument_group("output")
     output.add_argument("--output", required=True, help="folder for the PNG files")
     output.add_argument("--prefix", default="attention", help="file name prefix")
-    output.add_argument("--rows-per-grid", type=int, default=8, help="images per PNG")
-    output.add_argument("--tile-size", type=int, default=128, help="tile height in pixels")
+    output.add_argument(
+        "--rows-per-grid", type=cli.positive_int, default=8, help="images per PNG"
+    )
+    output.add_argument(
+        "--tile-size", type=cli.positive_int, default=128, help="tile height in pixels"
+    )
     output.add_argument("--cmap", default="jet", help="matplotlib colour map")
-    args = parser.parse_args(argv)
-    for name in ("num_images", "rows_per_grid", "tile_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer.")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # Imported after parsing so that --help is fast and needs no backend.
-    from keras_ltpa import evaluate
-    from keras_ltpa import visualize
 
-    try:
-        model = evaluate.load_model(args.model)
+    def work():
+        # Imported here so that --help and flag errors need no backend.
+        from keras_ltpa import runs
+        from keras_ltpa import visualize
+
+        model = runs.load_model(args.model)
         size = tuple(model.input_shape[1:3])
         if args.images:
-            class_names = (
-                args.class_names.split(",")
-                if args.class_names
-                else evaluate.run_class_names(args.model)
-            )
+            class_names = runs.class_names_of(model, args.model, args.class_names)
             images, labels, _ = visualize.read_images(args.images, size, class_names)
         else:
             from keras_ltpa import data
@@ -114,12 +106,10 @@ def main(argv=None):
             tile_size=args.tile_size,
             cmap=args.cmap,
         )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(os.path.abspath(path))
-    return 0
+        for path in paths:
+            print(os.path.abspath(path))
+
+    return cli.run_main("visualize.py", work)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import training
-from tests.test_fit_cli import _backed_up_epochs
-from tests.test_fit_cli import _wait_for
-from tests.test_fit_cli import fit
+from keras_ltpa import distribution as ltpa_distribution
+from keras_ltpa import runs
+from tests.conftest import backed_up_epochs
+from tests.conftest import run_fit as fit
+from tests.conftest import wait_for
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(REPO_ROOT, "training", "fit.py")
@@ -51,10 +52,10 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import tensorflow as tf
-from keras_ltpa import build_model, training
+from keras_ltpa import build_model, distribution as ltpa_distribution, optimizers, training
 
-distribution = training.resolve_distribution("mirrored")
-one_device = training.resolve_distribution("one_device")
+distribution = ltpa_distribution.resolve_distribution("mirrored")
+one_device = ltpa_distribution.resolve_distribution("one_device")
 # XLA cannot compile a MirroredStrategy step; both TF runs go without it.
 JIT = "off" if keras.backend.backend() == "tensorflow" else "auto"
 PER_REPLICA, STEPS = 4, 3
@@ -77,7 +78,7 @@ def train(dist, frozen_bn, x, y, batch_size, learning_rate):
     with dist.scope():
         model = make(frozen_bn)
         model.set_weights(initial)
-        optimizer = training.make_optimizer(100, learning_rate=learning_rate)
+        optimizer = optimizers.make_optimizer(100, learning_rate=learning_rate)
         training.compile_model(model, optimizer, jit_compile=JIT)
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
         model.fit(data, epochs=1, verbose=0, shuffle=False)
@@ -178,9 +179,9 @@ def _stop(process):
 
 
 def test_process_group_from_flags_environment_and_cluster_managers():
-    assert training.process_group_settings(environ={}) is None
-    assert training.process_group_settings(num_processes=1, environ={}) is None
-    group = training.process_group_settings("10.0.0.1:8476", 4, 3, environ={})
+    assert ltpa_distribution.process_group_settings(environ={}) is None
+    assert ltpa_distribution.process_group_settings(num_processes=1, environ={}) is None
+    group = ltpa_distribution.process_group_settings("10.0.0.1:8476", 4, 3, environ={})
     assert (group.coordinator_address, group.num_processes, group.process_id) == (
         "10.0.0.1:8476", 4, 3
     )
@@ -189,28 +190,28 @@ def test_process_group_from_flags_environment_and_cluster_managers():
         "JAX_COORDINATOR_ADDRESS": "h0:1234", "JAX_NUM_PROCESSES": "2",
         "JAX_PROCESS_ID": "1",
     }
-    group = training.process_group_settings(environ=jax_env)
+    group = ltpa_distribution.process_group_settings(environ=jax_env)
     assert (group.coordinator_address, group.num_processes, group.process_id) == (
         "h0:1234", 2, 1
     )
     # A flag wins over the environment.
-    assert training.process_group_settings(process_id=0, environ=jax_env).process_id == 0
+    assert ltpa_distribution.process_group_settings(process_id=0, environ=jax_env).process_id == 0
     keras_env = {
         "KERAS_DISTRIBUTION_JOB_ADDRESSES": "h0:99,h1:99,h2:99",
         "KERAS_DISTRIBUTION_NUM_PROCESSES": "3",
         "KERAS_DISTRIBUTION_PROCESS_ID": "2",
     }
-    group = training.process_group_settings(environ=keras_env)
+    group = ltpa_distribution.process_group_settings(environ=keras_env)
     assert (group.coordinator_address, group.num_processes, group.process_id) == (
         "h0:99", 3, 2
     )
     slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_STEP_NODELIST": "n[1-8]"}
-    group = training.process_group_settings(environ=slurm)
+    group = ltpa_distribution.process_group_settings(environ=slurm)
     # The coordinator is left to jax.distributed, which reads the node list.
     assert (group.coordinator_address, group.num_processes, group.process_id) == (None, 8, 5)
     assert group.source == "SLURM"
     mpi = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"}
-    assert training.process_group_settings(environ=mpi).num_processes == 2
+    assert ltpa_distribution.process_group_settings(environ=mpi).num_processes == 2
 
 
 @pytest.mark.parametrize(
@@ -225,17 +226,17 @@ def test_process_group_from_flags_environment_and_cluster_managers():
 )
 def test_bad_process_group_names_the_setting(kwargs, named):
     with pytest.raises(ValueError, match=None) as error:
-        training.process_group_settings(environ={}, **kwargs)
+        ltpa_distribution.process_group_settings(environ={}, **kwargs)
     assert named in str(error.value)
 
 
 def test_unknown_strategy_and_backend_limits_are_clear_errors():
     with pytest.raises(ValueError, match="'parameter_server'"):
-        training.resolve_distribution("parameter_server")
-    distribution = training.resolve_distribution("one_device")
+        ltpa_distribution.resolve_distribution("parameter_server")
+    distribution = ltpa_distribution.resolve_distribution("one_device")
     assert (distribution.num_replicas, distribution.is_chief) == (1, True)
     assert distribution.global_batch_size(128) == 128
-    assert training.scaled_learning_rate(0.1, distribution, lr_scaling=True) == 0.1
+    assert ltpa_distribution.scaled_learning_rate(0.1, distribution, lr_scaling=True) == 0.1
     if BACKEND == "tensorflow":
         for kwargs in (
             dict(strategy="multi_worker"),
@@ -244,17 +245,17 @@ def test_unknown_strategy_and_backend_limits_are_clear_errors():
             )}),
         ):
             with pytest.raises(ValueError) as error:
-                training.resolve_distribution(**kwargs)
+                ltpa_distribution.resolve_distribution(**kwargs)
             message = str(error.value)
             assert "keras-team/keras#20585" in message and "KERAS_BACKEND=jax" in message
             assert "--strategy multi_worker" in message
     elif BACKEND == "jax":
         with pytest.raises(ValueError, match="--coordinator-address"):
-            training.resolve_distribution("multi_worker", environ={})
+            ltpa_distribution.resolve_distribution("multi_worker", environ={})
     else:
         for strategy in ("mirrored", "multi_worker"):
             with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
-                training.resolve_distribution(strategy)
+                ltpa_distribution.resolve_distribution(strategy)
 
 
 @pytest.mark.tf_only
@@ -381,7 +382,7 @@ def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_cifar_f
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribution"]["processes"] == 2
     assert config["distribution"]["replicas"] == 2 and config["global_batch_size"] == 8
-    assert len(training.read_history(run_dir / "history.csv")) == 2
+    assert len(runs.read_history(run_dir / "history.csv")) == 2
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run_dir / "backup" / "latest.weights.h5").exists()
     saved = keras.saving.load_model(run_dir / "model.keras").get_weights()
@@ -410,13 +411,13 @@ def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_for(lambda: _backed_up_epochs(run_dir) >= 1, first, TIMEOUT_S)
+            wait_for(lambda: backed_up_epochs(run_dir) >= 1, first, TIMEOUT_S)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
-    done = _backed_up_epochs(run_dir)
+    done = backed_up_epochs(run_dir)
     assert 1 <= done < 3, (tmp_path / "first.log").read_text()[-3000:]
-    kept = training.read_history(run_dir / "history.csv")[:done]
+    kept = runs.read_history(run_dir / "history.csv")[:done]
     assert len(kept) == done and not (run_dir / "metrics.json").exists()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["distribution"]["replicas"] == 2
@@ -433,7 +434,7 @@ def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
         line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
     ]
     assert epochs_run[0] == f"{done + 1}/3"  # Continued, not started over.
-    rows = training.read_history(run_dir / "history.csv")
+    rows = runs.read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
     assert rows[:done] == kept
     metrics = json.loads((run_dir / "metrics.json").read_text())

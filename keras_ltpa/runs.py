@@ -1,0 +1,179 @@
+"""The run directory: its file names, config.json, resume check, history,
+and finding a run's model and class names.
+
+    config.json            the settings (and the seed, classes, precision)
+    history.csv            one row per finished epoch (kept across resumes)
+    checkpoints/best.keras best validation accuracy so far (+ best.json)
+    checkpoints/last.keras the end of the last finished epoch
+    backup/                BackupAndRestore state (resume)
+    tensorboard/           train/ and validation/ scalars, attention/ grids
+    model.keras            the final model
+    metrics.json           test loss and accuracy of the final model
+    saved_models/ltpa/1/   TF Serving export
+
+`find_model_file` and `run_class_names` read such a folder, as the CLIs do
+for `--model RUN_DIR`.
+"""
+
+import csv
+import json
+import os
+
+from keras_ltpa.distribution import outside_distribution
+from keras_ltpa.files import TEMPORARY_PREFIX
+from keras_ltpa.files import write_atomically
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+FINAL_MODEL_FILE = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.keras"
+LAST_CHECKPOINT = "last.keras"
+BACKUP_DIR = "backup"
+TENSORBOARD_DIR = "tensorboard"
+EXPORT_DIR = "saved_models"
+
+# Settings a resumed run must share with the run it continues: they fix the
+# weights' shapes and the meaning of the labels.
+RESUME_KEYS = ("variant", "width_multiplier", "dropout", "image_size", "class_names")
+
+# Where a run keeps a model, in the order they are looked for: the final
+# model, then the best and last checkpoints of an unfinished run.
+MODEL_FILES = (
+    FINAL_MODEL_FILE,
+    os.path.join(CHECKPOINT_DIR, BEST_CHECKPOINT),
+    os.path.join(CHECKPOINT_DIR, LAST_CHECKPOINT),
+)
+
+
+def save_model(model, path):
+    """`model.save(path)` (a `.keras` file), atomically."""
+    with outside_distribution():  # Also when one process of several saves.
+        return write_atomically(path, model.save)
+
+
+def read_history(path):
+    """The rows of a `history.csv` as dicts (an empty list if none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def check_resume(run_dir, settings):
+    """Refuses to continue a run of another model in the same folder."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as file:
+        previous = json.load(file)
+    for key in RESUME_KEYS:
+        if key in previous and previous[key] != settings[key]:
+            raise ValueError(
+                f"The run directory {run_dir!r} holds a run with {key}="
+                f"{previous[key]!r}, but this run has {key}={settings[key]!r}. "
+                "Use another --output-dir to start a new run, or the same "
+                "settings to resume it."
+            )
+
+
+def remove_temporaries(run_dir):
+    """Deletes `.tmp-*` files a killed run left mid-write (never read)."""
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            if name.startswith(TEMPORARY_PREFIX):
+                os.remove(os.path.join(folder, name))
+
+
+def find_model_file(path):
+    """The `.keras` file at `path`: the file itself, or a run directory's.
+
+    In a run directory the model is the first of `MODEL_FILES` found
+    (`model.keras`, then `checkpoints/best.keras`, `checkpoints/last.keras`),
+    else its only `.keras` file.
+
+    Raises:
+        ValueError: `path` is missing, not a `.keras` file, or a folder where
+            none (or several unranked) `.keras` files are; the message lists
+            where it looked.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ValueError(f"Model file {path!r} is not a `.keras` file.")
+        return path
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"Model path {path!r} does not exist (give a .keras file or a run directory)."
+        )
+    for name in MODEL_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    found = sorted(name for name in os.listdir(path) if name.endswith(".keras"))
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    listed = ", ".join(found) if found else "none"
+    raise ValueError(
+        f"Cannot pick the model in {path!r}: it has {len(found)} .keras files at "
+        f"its top ({listed}) and none of {', '.join(MODEL_FILES)}. Pass the file itself."
+    )
+
+
+def run_directory(path):
+    """The run directory a model path belongs to, or None.
+
+    `path` is a run directory, or a `.keras` file in one (`model.keras`) or
+    in its `checkpoints/` folder: the folder holding `config.json`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    for candidate in (folder, os.path.dirname(folder)):
+        if os.path.isfile(os.path.join(candidate, CONFIG_FILE)):
+            return candidate
+    return None
+
+
+def read_run_config(path):
+    """The `config.json` of the run `path` belongs to (see `run_directory`),
+    or None when there is none."""
+    run_dir = run_directory(path)
+    if run_dir is None:
+        return None
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the run's settings {config_path!r}: {error}") from None
+
+
+def run_class_names(path):
+    """The class names recorded by the run `path` belongs to, or None."""
+    config = read_run_config(path) or {}
+    names = config.get("class_names")
+    if isinstance(names, list) and names:
+        return [str(name) for name in names]
+    return None
+
+
+def load_model(path):
+    """The model at `path` (a `.keras` file or a run directory), loaded in
+    safe mode; a ValueError names what is wrong."""
+    from keras_ltpa.model import load_model_file
+
+    return load_model_file(find_model_file(path))
+
+
+def class_names_of(model, path, given=None):
+    """The class names to show for `model` loaded from `path`: `given` (a
+    `--class-names` flag), else those the model records, else those of the
+    run it came from, else None."""
+    from keras_ltpa.model import describe
+
+    if given:
+        return list(given)
+    facts = describe(model)
+    if facts["class_names_recorded"]:
+        return facts["class_names"]
+    return run_class_names(path)

@@ -1,0 +1,64 @@
+"""Batch-norm folding: the algebra, what folds, and outputs kept (every backend)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ltpa import folding
+from tests.conftest import PROBE_IMAGES
+from tests.conftest import keras_outputs
+from tests.conftest import max_abs
+
+
+@pytest.fixture(scope="module")
+def model(serving_model):
+    return serving_model
+
+
+def test_fold_batch_norm_removes_bn_and_keeps_outputs(model):
+    folded, names = folding.fold_batch_norm(model)
+    # 13 VGG convolutions + 2 in block 6, each followed by its own BN.
+    assert len(names) == 15 and "block3_conv3" in names
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
+    assert all(folded.get_layer(name).use_bias for name in names)
+    expected, actual = keras_outputs(model, PROBE_IMAGES), keras_outputs(folded, PROBE_IMAGES)
+    for key in ("probabilities", "attention_1", "attention_2", "attention_3"):
+        assert max_abs(expected[key], actual[key]) <= folding.FOLD_TOLERANCE, key
+    # The original is untouched and still usable.
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+    np.testing.assert_allclose(keras_outputs(model, PROBE_IMAGES)["logits"], expected["logits"])
+
+
+def test_folded_weights_equal_batch_norm_algebra(model):
+    conv, bn = model.get_layer("block4_conv2"), model.get_layer("block4_bn2")
+    kernel, bias = folding.folded_weights(conv, bn)
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, conv.kernel.shape[2])).astype("float32")
+    expected = keras.ops.convert_to_numpy(bn(conv(x), training=False))
+    fresh = keras.layers.Conv2D(conv.filters, 3, padding="same")
+    fresh.build(x.shape)
+    fresh.set_weights([kernel, bias])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fresh(x)), expected, atol=1e-5)
+
+
+def test_fold_leaves_shared_or_activated_convolutions_alone():
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="shared_conv")(inputs)
+    b = keras.layers.BatchNormalization(name="bn_a")(a)
+    c = keras.layers.Add()([a, b])  # the conv output feeds BN and Add
+    d = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="relu_conv")(c)
+    e = keras.layers.BatchNormalization(name="bn_b")(d)
+    f = keras.layers.Conv2D(4, 3, padding="same", name="plain_conv")(e)
+    g = keras.layers.BatchNormalization(name="bn_c")(f)
+    model = keras.Model(inputs, g)
+    folded, names = folding.fold_batch_norm(model)
+    assert names == ["plain_conv"]
+    assert {"bn_a", "bn_b"} <= {layer.name for layer in folded.layers}
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(folded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5
+    )
+
+
+def test_fold_batch_norm_rejects_non_functional():
+    with pytest.raises(ValueError, match="functional keras.Model"):
+        folding.fold_batch_norm(keras.layers.Dense(2))

@@ -1,0 +1,99 @@
+"""The private Keras APIs the package relies on: this fails loudly, naming
+the attribute, when a Keras release changes one of them."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ltpa import keras_internals
+
+
+@pytest.mark.parametrize(
+    "owner, attribute",
+    keras_internals.PRIVATE_ATTRIBUTES,
+    ids=[f"{owner.__name__}.{name}" for owner, name in keras_internals.PRIVATE_ATTRIBUTES],
+)
+def test_private_attribute_exists(owner, attribute):
+    assert callable(getattr(owner, attribute, None)), (
+        f"Keras {keras.__version__} has no {owner.__name__}.{attribute}: update "
+        "keras_ltpa/keras_internals.py"
+    )
+
+
+def test_signatures_are_the_ones_wrapped():
+    params = lambda owner, name: list(inspect.signature(getattr(owner, name)).parameters)
+    assert params(keras.callbacks.TensorBoard, "_collect_learning_rate") == ["self", "logs"]
+    assert params(keras.callbacks.BackupAndRestore, "_save_model") == ["self"]
+    assert params(keras.callbacks.BackupAndRestore, "_load_model") == ["self"]
+    assert params(keras.optimizers.Optimizer, "_use_weight_decay") == ["self", "variable"]
+
+
+def test_uses_weight_decay_follows_the_exclusions():
+    optimizer = keras.optimizers.SGD(weight_decay=0.1)
+    kept, excluded = keras.Variable(np.ones(2), name="kernel"), keras.Variable(np.ones(2), name="bias")
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    optimizer.build([kept, excluded])
+    assert keras_internals.uses_weight_decay(optimizer, kept) is True
+    assert keras_internals.uses_weight_decay(optimizer, excluded) is False
+
+
+def test_is_functional():
+    inputs = keras.Input((2,))
+    functional = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    assert keras_internals.is_functional(functional)
+    assert not keras_internals.is_functional(Subclassed())
+    assert not keras_internals.is_functional(keras.layers.Dense(1))
+
+
+def test_backup_hooks_save_and_restore_through_fit(tmp_path):
+    """`save_backup`/`restore_backup` are the steps fit runs: a subclass that
+    counts them sees every epoch's save, and a new run restores the weights."""
+
+    class Counting(keras_internals.BackupAndRestoreHooks):
+        saves = 0
+
+        def save_backup(self):
+            type(self).saves += 1
+            super().save_backup()
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((2,))
+        m = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+
+    x, y = np.ones((4, 2)), np.zeros((4, 1))
+    trained = model()
+    backup = Counting(str(tmp_path), delete_checkpoint=False)
+    trained.fit(x, y, epochs=2, verbose=0, callbacks=[backup])
+    assert Counting.saves == 2
+    fresh = model()
+    restorer = keras_internals.BackupAndRestoreHooks(str(tmp_path), delete_checkpoint=False)
+    restorer.set_model(fresh)
+    restorer.restore_backup()
+    for got, want in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_tensorboard_hook_sees_the_logs(tmp_path):
+    seen = []
+
+    class Recording(keras_internals.TensorBoardHooks):
+        def collect_learning_rate(self, logs):
+            seen.append(dict(logs))
+            return super().collect_learning_rate(logs)
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0,
+              callbacks=[Recording(str(tmp_path), write_graph=False, profile_batch=0)])
+    assert seen and "loss" in seen[0]

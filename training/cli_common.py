@@ -1,0 +1,134 @@
+"""The habits shared by the `training/*.py` command-line scripts.
+
+Every script parses with `Parser` (a bad flag is one line on stderr and exit
+code 2), takes its model with `add_model_argument` (a `.keras` file or a
+run directory, loaded by `keras_ltpa.runs.load_model`), and runs its work
+through `run_main`, which prints a `ValueError` as `<script>: error:
+<message>` and returns `EXIT_BAD_INPUT`.
+
+This file sits beside the scripts, not in the package: it imports neither
+keras_ltpa nor Keras, so `--help` and flag errors are instant.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """Reports a bad flag in one line (no usage block) with exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout and shows "(default: X)" where there is
+    a value to show."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if (
+            action.default is None
+            or isinstance(action.default, bool)
+            or action.default is argparse.SUPPRESS
+            or "%(default)" in help_text
+            or "default:" in help_text
+        ):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def make_parser(prog, doc):
+    """A `Parser` for the script `prog` whose description is `doc`'s first
+    paragraph and whose epilog is the rest (the command lines)."""
+    summary, _, examples = (doc or "").strip().partition("\n\n")
+    return Parser(
+        prog=prog, description=summary, epilog=examples, formatter_class=HelpFormatter
+    )
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a float > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def class_names_argument(value):
+    """argparse type for `--class-names`: a comma list, a text file (one
+    name per line) or a JSON list file."""
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as file:
+            text = file.read()
+        if value.endswith(".json"):
+            try:
+                names = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise argparse.ArgumentTypeError(
+                    f"--class-names file {value!r} is not valid JSON: {error}"
+                ) from None
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise argparse.ArgumentTypeError(
+                    f"--class-names file {value!r} must hold a JSON list of strings."
+                )
+            return names
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if "," not in value and (os.sep in value or value.endswith((".txt", ".json"))):
+        raise argparse.ArgumentTypeError(f"--class-names file not found: {value!r}.")
+    return [name.strip() for name in value.split(",")]
+
+
+MODEL_HELP = (
+    "the trained model: a .keras file, or a run directory (its model.keras, "
+    "else checkpoints/best.keras)"
+)
+
+
+def add_model_argument(parser, flag="--model", required=True, help=MODEL_HELP):
+    """Adds the model argument (`--model PATH`, or a positional `model`)."""
+    if flag.startswith("-"):
+        parser.add_argument(flag, required=required, metavar="PATH", help=help)
+    else:
+        parser.add_argument(flag, metavar="MODEL", help=help)
+
+
+def run_main(prog, work):
+    """Calls `work()` and returns its exit code; a ValueError (bad input: a
+    missing file, a bad image, a wrong setting) is printed as one line,
+    `<prog>: error: <message>`, and gives `EXIT_BAD_INPUT`."""
+    try:
+        code = work()
+    except ValueError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK if code is None else code
