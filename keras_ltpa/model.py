@@ -97,7 +97,6 @@ class AttentionClassifier(keras.Model):
             backbone = keras.saving.deserialize_keras_object(backbone)
         input_shape = tuple(input_shape)
         attention_layers = tuple(attention_layers)
-        class_names = None if class_names is None else [str(n) for n in class_names]
         check_model_arguments(
             num_classes,
             input_shape,
@@ -112,6 +111,7 @@ class AttentionClassifier(keras.Model):
             dropout,
             class_names,
         )
+        class_names = None if class_names is None else list(class_names)
         if name is None:
             name = "ltpa_" + variant_name(
                 attention_layers, aggregation, compatibility, normalization, attention_position

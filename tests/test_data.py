@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_ltpa import data
-from keras_ltpa import images
+from keras_ltpa import images as image_files
 
 CLASSES = ("cat", "dog", "horse")
 
@@ -225,7 +225,7 @@ def test_corrupt_image_is_named(image_folder, kind):
     bad.write_bytes(b"not a jpeg" if kind == "garbage" else good[: len(good) // 3])
     with pytest.raises(data.DataError, match="broken.jpg"):
         data.load_dataset("train", data_dir=image_folder)
-    assert images.find_unreadable_images(
+    assert image_files.find_unreadable_images(
         sorted((image_folder / "train" / "dog").iterdir())
     ) == [str(bad)]
 
@@ -273,3 +273,17 @@ def test_parse_augment():
     assert data.parse_augment("paper") == ("crop", "flip")
     assert data.parse_augment("none") == ()
     assert data.parse_augment("mixup, flip") == ("flip", "mixup")
+
+
+def test_pixel_statistics_are_the_per_channel_mean_and_std():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (10, 4, 4, 3)).astype("uint8")
+    pixels[..., 2] = 7  # A constant channel: its std is floored, not zero.
+    batches = [(pixels[:6], None), (pixels[6:], None)]
+    mean, std = data.pixel_statistics(batches)
+    expected = pixels.reshape(-1, 3).astype("float64") / 255.0
+    np.testing.assert_allclose(mean, expected.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std[:2], expected.std(axis=0)[:2], rtol=1e-9)
+    assert std[2] == 1e-3
+    with pytest.raises(data.DataError, match="no images"):
+        data.pixel_statistics([])

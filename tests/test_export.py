@@ -15,6 +15,7 @@ import pytest
 from keras_ltpa import build_model
 from keras_ltpa import export
 from keras_ltpa import folding
+from keras_ltpa import images
 from tests.conftest import PROBE_IMAGES
 from tests.conftest import SERVING_CLASS_NAMES
 from tests.conftest import SERVING_WIDTH
@@ -127,13 +128,10 @@ def test_serve_bytes_decodes_png_and_jpeg(model, loaded, shared_data_dir):
     horse = horse_path.read_bytes()
     gray = png_bytes(PROBE_IMAGES[2].mean(axis=-1, keepdims=True).astype("uint8"))
     out = serve_bytes(image_bytes=tf.constant([horse, gray]))
-    decoded = [
-        tf.io.decode_image(data, channels=3, expand_animations=False) for data in (horse, gray)
-    ]
+    # The package's one decoder and resizer (keras_ltpa.images), as training.
+    decoded = [images.decode_image(tf.constant(data)) for data in (horse, gray)]
     assert decoded[0].shape[0] != 32
-    pixels = np.stack(
-        [tf.image.resize(decoded[0], (32, 32), antialias=True).numpy(), np.asarray(decoded[1], "float32")]
-    )
+    pixels = np.stack([images.resize_image(image, (32, 32)).numpy() for image in decoded])
     expected = keras_outputs(model, pixels)
     assert max_abs(out["probabilities"].numpy(), expected["probabilities"]) <= 1e-5
     assert max_abs(out["attention_2"].numpy(), expected["attention_2"]) <= 1e-5

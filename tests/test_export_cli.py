@@ -93,10 +93,10 @@ def test_cli_next_version_unfolded_with_comma_names(keras_file, tmp_path):
 
 def test_cli_argument_errors(tmp_path):
     missing = tmp_path / "missing.keras"
-    assert_clean_error(run_cli(missing), "model file not found", str(missing))
+    assert_clean_error(run_cli(missing), "does not exist", str(missing))
     text_file = tmp_path / "model.h5"
     text_file.write_text("x")
-    assert_clean_error(run_cli(text_file), "must be a .keras file")
+    assert_clean_error(run_cli(text_file), "is not a `.keras` file", str(text_file))
     model = tmp_path / "m.keras"
     model.write_text("x")
     assert_clean_error(run_cli(model, "--top-k", "0"), "--top-k", "positive integer")
@@ -118,3 +118,42 @@ def test_cli_corrupt_model_and_wrong_class_count(keras_file, tmp_path):
     result = run_cli(keras_file, "--export-dir", tmp_path, "--class-names", "a,b,c")
     assert_clean_error(result, "`class_names` must be 10 strings")
     assert not any(p.name.isdigit() for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.slow
+def test_cli_exports_a_run_directory_with_the_run_s_class_names(keras_file, tmp_path):
+    """A run directory is found as training wrote it (checkpoints/best.keras of
+    an unfinished run) and its config.json names the classes; a model that
+    records its own class names exports them with no flag at all."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.keras").write_bytes(keras_file.read_bytes())
+    (run_dir / "config.json").write_text(json.dumps({"class_names": CLASS_NAMES}))
+    result = run_cli(run_dir, "--export-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads(
+        (tmp_path / "out" / "ltpa" / "1" / "assets.extra" / "keras_ltpa.json").read_text()
+    )
+    assert metadata["class_names"] == CLASS_NAMES
+    assert metadata["variant"] == "att3-concat-pc" and metadata["width_multiplier"] == 0.0625
+
+    named = tmp_path / "named.keras"
+    subprocess.run(
+        [sys.executable, "-c", SAVE_NAMED_MODEL, str(named)],
+        check=True, capture_output=True, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )
+    result = run_cli(named, "--export-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads(
+        (tmp_path / "out" / "ltpa" / "2" / "assets.extra" / "keras_ltpa.json").read_text()
+    )
+    assert metadata["class_names"] == ["left", "right"]
+
+
+SAVE_NAMED_MODEL = textwrap.dedent(
+    """
+    import sys
+    from keras_ltpa import build_model
+    build_model(2, width_multiplier=0.0625, class_names=["left", "right"]).save(sys.argv[1])
+    """
+)

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -387,3 +388,78 @@ def test_load_model_file_round_trip_and_clear_errors(tmp_path):
     corrupt.write_bytes(b"not a zip archive")
     with pytest.raises(ValueError, match="Cannot load the Keras model in .*corrupt.keras"):
         load_model_file(corrupt)
+
+
+# --- A saved model describes itself --------------------------------------------------
+
+
+def test_saved_model_describes_itself(tmp_path):
+    model = build_model(
+        3,
+        (64, 64, 3),
+        variant="att2-indep-dp",
+        width_multiplier=WIDTH,
+        pixel_mean=(0.5, 0.4, 0.3),
+        pixel_std=(0.2, 0.25, 0.3),
+        class_names=["cat", "dog", "horse"],
+    )
+    assert isinstance(model, keras_ltpa.AttentionClassifier)
+    restored = save_and_reload(model, tmp_path / "model.keras")
+    assert isinstance(restored, keras_ltpa.AttentionClassifier)
+    assert restored.get_config() == model.get_config()
+    facts = keras_ltpa.describe(restored)
+    assert facts == {
+        "variant": "att2-indep-dp",
+        "backbone": "vgg",
+        "width_multiplier": WIDTH,
+        "input_shape": (64, 64, 3),
+        "num_classes": 3,
+        "class_names": ["cat", "dog", "horse"],
+        "class_names_recorded": True,
+        "pixel_mean": (0.5, 0.4, 0.3),
+        "pixel_std": (0.2, 0.25, 0.3),
+        "attention_count": 2,
+        "cam_layer": "block5_relu3",
+    }
+    # The config rebuilds the same architecture (constructor args = config).
+    rebuilt = keras_ltpa.AttentionClassifier.from_config(model.get_config())
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
+
+
+def test_class_names_must_match_the_classes():
+    with pytest.raises(ValueError, match="`class_names` must name each of the 3 classes"):
+        build_model(3, width_multiplier=WIDTH, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="`class_names` must be a list of strings"):
+        build_model(3, width_multiplier=WIDTH, class_names="abc")
+
+
+LEGACY = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    "name, variant, maps",
+    [("legacy_att3_w0.0625", "att3-concat-pc", 3), ("legacy_noatt_w0.0625", "noatt", 0)],
+)
+def test_files_saved_by_version_0_1_0_still_load(name, variant, maps):
+    """Plain functional models written before models described themselves:
+    they load in safe mode, answer as when saved, and are described from
+    their layers."""
+    model = load_model_file(LEGACY / f"{name}.keras")
+    facts = keras_ltpa.describe(model)
+    assert facts["variant"] == variant and facts["attention_count"] == maps
+    assert facts["width_multiplier"] == WIDTH and facts["num_classes"] == 3
+    assert facts["class_names"] == ["0", "1", "2"] and not facts["class_names_recorded"]
+    np.testing.assert_allclose(facts["pixel_mean"], (0.5, 0.4, 0.3), rtol=1e-6)
+    np.testing.assert_allclose(facts["pixel_std"], (0.2, 0.25, 0.3), rtol=1e-6)
+    images = np.load(LEGACY / "legacy_images.npy").astype("float32")
+    logits = keras.ops.convert_to_numpy(model(images))
+    saved = np.load(LEGACY / f"{name}_logits.npy")
+    # Saved under TensorFlow; another backend's float32 convolutions sum the
+    # same products in another order. Each logit sums O(1e4) float32
+    # products through 16 layers: ~1e-6 relative in practice, bounded here
+    # by 1e-4 of the logits' scale.
+    np.testing.assert_allclose(logits, saved, atol=1e-4 * np.abs(saved).max())
+    assert sorted(keras_ltpa.attention_model(model).output) == sorted(
+        ["logits", "probabilities"]
+        + [f"{kind}_{k}" for k in range(1, maps + 1) for kind in ("attention", "scores")]
+    )
