@@ -26,13 +26,13 @@ import statistics
 import sys
 import time
 
-import common
+import measure
 
 JIT = ("on", "off")
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--jit-compile", default="default",
                         help="Comma-separated on/off, or 'default' (training/fit.py's "
@@ -57,19 +57,19 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import keras
 
     backend = keras.backend.backend()
-    width = common.model_width(args)
-    images, labels = common.random_batch(args.batch_size)
+    width = measure.model_width(args)
+    images, labels = measure.random_batch(args.batch_size)
 
     variants = []
     for precision, jit in itertools.product(args.precisions, args.jit_compile):
         keras.config.set_dtype_policy(precision)
         keras.utils.set_random_seed(0)  # the same initial weights in every variant
-        model = common.training_model(
+        model = measure.training_model(
             width_multiplier=width, jit_compile="auto" if jit == "default" else jit
         )
         if args.mode == "train":
@@ -128,10 +128,10 @@ def main(argv=None):
             "warmup": args.warmup,
         },
         "variants": rows,
-        "memory": common.memory_record(" (all variants)"),
+        "memory": measure.memory_record(" (all variants)"),
     }
     name = f"compare_{backend}_{args.mode}_b{args.batch_size}"
-    return common.finish(result, name, args, load_at_start)
+    return measure.finish(result, name, args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ import pathlib
 import sys
 import time
 
-import common
+import measure
 
-CIFAR10_DIR = common.SHARED_DATA_DIR / "cifar10"
+CIFAR10_DIR = measure.SHARED_DATA_DIR / "cifar10"
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--data-dir", default=str(CIFAR10_DIR))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=200, help="Timed batches.")
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--results-dir",
-        default=str(common.RESULTS_DIR),
+        default=str(measure.RESULTS_DIR),
         help="Where to look for the training rate to compare against.",
     )
     args = parser.parse_args(argv)
@@ -117,7 +117,7 @@ def time_batches(dataset, batches, warmup_batches, batch_size):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     from keras_ltpa import data
 
@@ -179,9 +179,9 @@ def main(argv=None):
         "training_rate": training,
         "pipeline_over_training": ratio,
         "target_ratio": 20,
-        "memory": common.memory_record(),
+        "memory": measure.memory_record(),
     }
-    return common.finish(result, f"data_pipeline_b{args.batch_size}", args, load_at_start)
+    return measure.finish(result, f"data_pipeline_b{args.batch_size}", args, load_at_start)
 
 
 if __name__ == "__main__":

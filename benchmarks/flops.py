@@ -3,7 +3,7 @@
 Two numbers that bound how fast the model can possibly run here:
 
 - FLOPs of one forward pass, counted analytically from the layer shapes
-  (`common.forward_flops`: a multiply-add is 2 FLOPs), per layer, at each
+  (`measure.forward_flops`: a multiply-add is 2 FLOPs), per layer, at each
   input size. Under the TensorFlow backend they are cross-checked with the
   TF profiler's count on the traced graph.
 - The rate of a large square matmul in float32, bfloat16 and float16
@@ -28,13 +28,13 @@ import time
 
 import numpy as np
 
-import common
+import measure
 
 INPUT_SIZES = (32, 64, 128, 224)
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument(
         "--matmul-sizes",
         default="1024,2048,4096",
@@ -85,14 +85,14 @@ def tf_profiler_flops(model):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import keras
 
     import keras_ltpa
 
     backend = keras.backend.backend()
-    width = common.model_width(args)
+    width = measure.model_width(args)
     sizes = INPUT_SIZES[:1] if args.smoke else INPUT_SIZES
 
     flops = {}
@@ -100,7 +100,7 @@ def main(argv=None):
         model = keras_ltpa.build_model(
             10, (size, size, 3), variant="att3-concat-pc", width_multiplier=width
         )
-        counted = common.forward_flops(model)
+        counted = measure.forward_flops(model)
         entry = {
             "gflops": round(counted["total"] / 1e9, 4),
             "matmul_gflops": round(counted["matmul"] / 1e9, 4),
@@ -144,7 +144,7 @@ def main(argv=None):
         },
     }
     print(f"ideal batch-1 latency at 32x32: {result['ideal_batch1_latency_ms']} ms")
-    return common.finish(result, f"flops_{backend}", args, load_at_start)
+    return measure.finish(result, f"flops_{backend}", args, load_at_start)
 
 
 if __name__ == "__main__":

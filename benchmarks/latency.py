@@ -34,12 +34,12 @@ import tempfile
 
 import numpy as np
 
-import common
+import measure
 import flops
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument(
         "--precision",
         choices=("float32", "mixed_bfloat16"),
@@ -65,7 +65,7 @@ def parse_args(argv=None):
 
 def sample_jpeg():
     """One real CIFAR-10 test JPEG (or an encoded random image without data)."""
-    folder = common.SHARED_DATA_DIR / "cifar10" / "test"
+    folder = measure.SHARED_DATA_DIR / "cifar10" / "test"
     for path in sorted(folder.glob("*/*.jpg"))[:1]:
         return path.read_bytes()
     import tensorflow as tf
@@ -76,11 +76,11 @@ def sample_jpeg():
 
 def latency_ms(call, iterations, warmup):
     """p50/p99/mean/min of `call()` in milliseconds (it must block)."""
-    timing = common.time_steps(call, steps=iterations, warmup=warmup)
+    timing = measure.time_steps(call, steps=iterations, warmup=warmup)
     times = [t * 1e3 for t in timing["step_seconds"]]
     return {
-        "p50_ms": round(common.percentile(times, 50), 3),
-        "p99_ms": round(common.percentile(times, 99), 3),
+        "p50_ms": round(measure.percentile(times, 50), 3),
+        "p99_ms": round(measure.percentile(times, 99), 3),
         "mean_ms": round(float(np.mean(times)), 3),
         "min_ms": round(min(times), 3),
         "iterations": iterations,
@@ -89,12 +89,12 @@ def latency_ms(call, iterations, warmup):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import keras
     import tensorflow as tf
 
-    if not common.needs_tensorflow("latency.py (a SavedModel)"):
+    if not measure.needs_tensorflow("latency.py (a SavedModel)"):
         return None
     if args.onednn_bf16_rewrite:
         tf.config.optimizer.set_experimental_options(
@@ -103,12 +103,13 @@ def main(argv=None):
 
     import keras_ltpa
     from keras_ltpa import export
+    from keras_ltpa import folding
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    width = common.model_width(args)
+    width = measure.model_width(args)
     model = keras_ltpa.build_model(10, variant="att3-concat-pc", width_multiplier=width)
-    counted = common.forward_flops(model)
+    counted = measure.forward_flops(model)
 
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype("uint8")
     jpeg = sample_jpeg()
@@ -120,7 +121,7 @@ def main(argv=None):
         ("keras_predict_logits", model),
         ("keras_predict_attention", keras_ltpa.attention_model(model)),
         ("keras_predict_attention_folded",
-         keras_ltpa.attention_model(export.fold_batch_norm(model)[0])),
+         keras_ltpa.attention_model(folding.fold_batch_norm(model)[0])),
     ):
         results[label] = latency_ms(
             lambda m=keras_model: m.predict_on_batch(keras_image),
@@ -183,7 +184,7 @@ def main(argv=None):
         "target_ratio": 1.5,
     }
     name = f"latency_{args.precision}" + ("_bf16rewrite" if args.onednn_bf16_rewrite else "")
-    common.finish(result, name, args, load_at_start)
+    measure.finish(result, name, args, load_at_start)
     for label, entry in results.items():
         print(f"{label:40s} p50 {entry['p50_ms']:8.2f} ms  p99 {entry['p99_ms']:8.2f} ms")
     print(

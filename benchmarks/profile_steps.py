@@ -13,7 +13,7 @@ adds up the time of every TensorFlow op:
 
 Op times are summed over the threads that ran them, so with inter-op
 parallelism their total can exceed the wall time of the step; shares are of
-that total. `forward` FLOPs per layer come from `common.forward_flops`.
+that total. `forward` FLOPs per layer come from `measure.forward_flops`.
 
 Commands:
 
@@ -30,13 +30,13 @@ import re
 import sys
 import tempfile
 
-import common
+import measure
 
 TOP = 15
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2, help="Profiled steps.")
@@ -102,27 +102,27 @@ def profile(step, steps, trace_dir):
 
     step()  # trace, compile and warm the kernels outside the profile
     tf.profiler.experimental.start(str(trace_dir))
-    timing = common.time_steps(step, steps=steps, warmup=0)
+    timing = measure.time_steps(step, steps=steps, warmup=0)
     tf.profiler.experimental.stop()
     return timing
 
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import keras
 
-    if not common.needs_tensorflow("profile_steps.py (the TF profiler)"):
+    if not measure.needs_tensorflow("profile_steps.py (the TF profiler)"):
         return None
 
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    width = common.model_width(args)
-    model = common.training_model(width_multiplier=width, jit_compile="off")
-    images, labels = common.random_batch(args.batch_size)
+    width = measure.model_width(args)
+    model = measure.training_model(width_multiplier=width, jit_compile="off")
+    images, labels = measure.random_batch(args.batch_size)
     layer_names = {layer.name for layer in model.layers}
-    flops_per_layer = common.forward_flops(model)["per_layer"]
+    flops_per_layer = measure.forward_flops(model)["per_layer"]
 
     result = {
         "benchmark": "profile",
@@ -158,7 +158,7 @@ def main(argv=None):
         for row in result[mode]["by_op_type"]["rows"][:TOP]:
             print(f"  {row['name']:32s} {row['ms_per_step']:9.1f} ms {row['share']:6.1%}")
     name = f"profile_{args.precision}_b{args.batch_size}"
-    return common.finish(result, name, args, load_at_start)
+    return measure.finish(result, name, args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ import os
 import sys
 import tempfile
 
-import common
+import measure
 
 INPUT_SIZES = (32, 64, 128, 224)
 BATCH_SIZES = (1, 8, 32, 128)
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--sweep", choices=("size", "batch", "both"), default="both")
     parser.add_argument("--precision", default="mixed_bfloat16")
     parser.add_argument("--jit-compile", default="auto")
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def measure(args, backend, input_size, batch_size, scratch):
+def measure_one(args, backend, input_size, batch_size, scratch):
     arguments = [
         "--mode", "both",
         "--precision", args.precision,
@@ -58,7 +58,7 @@ def measure(args, backend, input_size, batch_size, scratch):
     ]
     if args.smoke:
         arguments.append("--smoke")
-    result = common.run_script("throughput.py", arguments, backend)
+    result = measure.run_script("throughput.py", arguments, backend)
     point = {"input_size": input_size, "batch_size": batch_size}
     if "error" in result:
         point["error"] = result["error"]
@@ -85,7 +85,7 @@ def measure(args, backend, input_size, batch_size, scratch):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     # A smoke run checks the plumbing with one point per sweep.
     sizes = INPUT_SIZES[1:2] if args.smoke else INPUT_SIZES
@@ -101,7 +101,7 @@ def main(argv=None):
             "size_batch": args.size_batch,
             "steps": args.steps,
             "warmup": args.warmup,
-            "width_multiplier": common.model_width(args),
+            "width_multiplier": measure.model_width(args),
         },
     }
     # The per-point files of throughput.py are folded into this one result.
@@ -109,15 +109,15 @@ def main(argv=None):
         if args.sweep in ("size", "both"):
             print(f"input size sweep (batch {args.size_batch}):")
             result["by_input_size"] = [
-                measure(args, backend, size, args.size_batch, scratch) for size in sizes
+                measure_one(args, backend, size, args.size_batch, scratch) for size in sizes
             ]
         if args.sweep in ("batch", "both"):
             print("batch size sweep (32x32):")
             result["by_batch_size"] = [
-                measure(args, backend, 32, batch, scratch) for batch in batches
+                measure_one(args, backend, 32, batch, scratch) for batch in batches
             ]
     name = f"scaling_{backend}_{args.precision}"
-    return common.finish(result, name, args, load_at_start, backend=backend)
+    return measure.finish(result, name, args, load_at_start, backend=backend)
 
 
 if __name__ == "__main__":

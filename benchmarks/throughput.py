@@ -3,7 +3,7 @@
 The full "Learn To Pay Attention" model (att3-concat-pc, 10 classes, 32x32
 input, 19.9M parameters) compiled with the library's `compile_model`, as
 `training/fit.py` compiles it (SGD with momentum and weight decay,
-cross-entropy from logits, accuracy metric; see `common.training_model`),
+cross-entropy from logits, accuracy metric; see `measure.training_model`),
 on a fixed synthetic batch so only the model is timed. One process
 measures one configuration: the backend comes from `KERAS_BACKEND`, the
 rest from flags. Warm-up steps (tracing, XLA compilation) are timed
@@ -27,14 +27,14 @@ the machine, versions and load average.
 
 import sys
 
-import common
+import measure
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 JIT_CHOICES = ("on", "off", "auto")
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--mode", choices=("train", "inference", "both"), default="both")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument(
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.width_multiplier, args.steps, args.warmup = common.SMOKE_WIDTH, 1, 1
+        args.width_multiplier, args.steps, args.warmup = measure.SMOKE_WIDTH, 1, 1
         args.batch_size = min(args.batch_size, 4)
     return args
 
@@ -76,18 +76,18 @@ def result_name(args, backend):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import keras
 
     backend = keras.backend.backend()
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
-    rss_after_import = common.peak_rss_mib()
+    rss_after_import = measure.peak_rss_mib()
 
     size = args.input_size
-    model = common.training_model(size, args.width_multiplier, args.jit_compile)
-    images, labels = common.random_batch(args.batch_size, size)
+    model = measure.training_model(size, args.width_multiplier, args.jit_compile)
+    images, labels = measure.random_batch(args.batch_size, size)
 
     result = {
         "benchmark": "throughput",
@@ -108,7 +108,7 @@ def main(argv=None):
             "tag": args.tag,
         },
         "forward_gflops_per_image": round(
-            common.forward_flops(model)["total"] / 1e9, 4
+            measure.forward_flops(model)["total"] / 1e9, 4
         ),
         "memory": {"peak_rss_mib_after_import": rss_after_import},
     }
@@ -116,35 +116,35 @@ def main(argv=None):
     if args.mode in ("train", "both"):
         # `train_on_batch` runs the same compiled train step as `fit`; the
         # returned Python floats make each call wait for its step to finish.
-        timing = common.time_steps(
+        timing = measure.time_steps(
             lambda: model.train_on_batch(images, labels),
             steps=args.steps,
             warmup=args.warmup,
         )
-        common.add_rates(timing, args.batch_size)
+        measure.add_rates(timing, args.batch_size)
         result["train"] = timing
-        result["memory"]["peak_rss_mib_after_train"] = common.peak_rss_mib()
+        result["memory"]["peak_rss_mib_after_train"] = measure.peak_rss_mib()
 
     if args.mode in ("inference", "both"):
         # `predict_on_batch` runs the compiled predict step and returns NumPy.
-        timing = common.time_steps(
+        timing = measure.time_steps(
             lambda: model.predict_on_batch(images),
             steps=args.steps,
             warmup=args.warmup,
         )
-        common.add_rates(timing, args.batch_size)
+        measure.add_rates(timing, args.batch_size)
         result["inference"] = timing
-        result["memory"]["peak_rss_mib_after_inference"] = common.peak_rss_mib()
+        result["memory"]["peak_rss_mib_after_inference"] = measure.peak_rss_mib()
 
     result["settings"]["jit_compile_resolved"] = bool(model.jit_compile)
-    result["memory"].update(common.memory_record())
+    result["memory"].update(measure.memory_record())
     summary = [f"{backend} {args.precision} jit={args.jit_compile} b={args.batch_size}"]
     for mode in ("train", "inference"):
         if mode in result:
             summary.append(f"{mode} {result[mode]['images_per_second']:.2f} img/s")
     summary.append(f"peak {result['memory']['peak_rss_mib']:.0f} MiB")
     print(" | ".join(summary))
-    return common.finish(result, result_name(args, backend), args, load_at_start)
+    return measure.finish(result, result_name(args, backend), args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ Writes `benchmarks/results/torch_reference_<precision>[_cl]_b<batch>.json`.
 import contextlib
 import sys
 
-import common
+import measure
 
 BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512), (2, 512))
 
 
 def parse_args(argv=None):
-    parser = common.argument_parser(__doc__)
+    parser = measure.argument_parser(__doc__)
     parser.add_argument("--precision", choices=("float32", "bfloat16_autocast"),
                         default="float32")
     parser.add_argument("--channels-last", action="store_true",
@@ -103,12 +103,12 @@ def build_reference(num_classes=10, width=1.0):
 
 def main(argv=None):
     args = parse_args(argv)
-    load_at_start = common.load_average()
+    load_at_start = measure.load_average()
 
     import torch
 
     torch.manual_seed(0)
-    width = common.model_width(args)
+    width = measure.model_width(args)
     model = build_reference(width=width)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -152,16 +152,16 @@ def main(argv=None):
         },
     }
     for mode, step in (("train", train_step), ("inference", inference_step)):
-        timing = common.time_steps(step, steps=args.steps, warmup=args.warmup)
-        common.add_rates(timing, args.batch_size)
+        timing = measure.time_steps(step, steps=args.steps, warmup=args.warmup)
+        measure.add_rates(timing, args.batch_size)
         result[mode] = timing
-    result["memory"] = common.memory_record()
+    result["memory"] = measure.memory_record()
     print(f"torch reference {args.precision}{' channels_last' if args.channels_last else ''} "
           f"b={args.batch_size} | train {result['train']['images_per_second']:.2f} img/s | "
           f"inference {result['inference']['images_per_second']:.2f} img/s")
     name = f"torch_reference_{args.precision}" + ("_cl" if args.channels_last else "")
     name += f"_b{args.batch_size}"
-    return common.finish(
+    return measure.finish(
         result, name, args, load_at_start, backend="torch (plain PyTorch)"
     )
 

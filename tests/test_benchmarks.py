@@ -50,11 +50,11 @@ PAPER_CONVOLUTIONS = (
 
 
 def test_forward_flops_match_the_paper_model_by_hand():
-    import common
+    import measure
 
     import keras_ltpa
 
-    counted = common.forward_flops(keras_ltpa.build_model(10))
+    counted = measure.forward_flops(keras_ltpa.build_model(10))
     conv_flops = sum(2 * side * side * 9 * cin * cout for side, cin, cout in PAPER_CONVOLUTIONS)
     per_layer = counted["per_layer"]
     conv_names = [
@@ -71,26 +71,26 @@ def test_forward_flops_match_the_paper_model_by_hand():
     assert counted["total"] == counted["matmul"] + counted["elementwise"]
     # Convolutions are almost all of it: 7.85 GFLOPs per image.
     assert counted["total"] == pytest.approx(7.8517e9, rel=1e-4)
-    twice = common.forward_flops(keras_ltpa.build_model(10), batch_size=2)
+    twice = measure.forward_flops(keras_ltpa.build_model(10), batch_size=2)
     assert twice["total"] == 2 * counted["total"]
 
 
 def test_percentile_matches_numpy():
-    import common
+    import measure
 
     values = list(np.random.default_rng(0).exponential(size=37))
     for q in (0, 50, 90, 99, 100):
-        assert common.percentile(values, q) == pytest.approx(np.percentile(values, q))
+        assert measure.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_write_result_is_atomic_and_readable(tmp_path):
-    import common
+    import measure
 
-    path = common.write_result("demo", {"a": 1, "b": [1.5, None]}, tmp_path)
+    path = measure.write_result("demo", {"a": 1, "b": [1.5, None]}, tmp_path)
     assert _read(path) == {"a": 1, "b": [1.5, None]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
     with pytest.raises(TypeError):
-        common.write_result("broken", {"x": object()}, tmp_path)
+        measure.write_result("broken", {"x": object()}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
 
 
@@ -195,7 +195,7 @@ def test_profile_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_scaling_smoke(tmp_path):
-    import common
+    import measure
     import scaling
 
     import keras_ltpa
@@ -217,13 +217,14 @@ def test_scaling_smoke(tmp_path):
         )
     # 64x64 has 4x the pixels of 32x32: 4x the FLOPs per image.
     assert point["input_size"] == 64
-    small = common.forward_flops(keras_ltpa.build_model(10, width_multiplier=0.0625))
+    small = measure.forward_flops(keras_ltpa.build_model(10, width_multiplier=0.0625))
     assert point["forward_gflops_per_image"] == pytest.approx(
         4 * small["total"] / 1e9, rel=0.02
     )
 
 
 def test_run_all_report_builds_tables(tmp_path, monkeypatch):
+    import report
     import run_all
 
     results = tmp_path / "results"
@@ -243,8 +244,8 @@ def test_run_all_report_builds_tables(tmp_path, monkeypatch):
         "benchmark": "throughput", "smoke": True,
     }))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Intro kept\n\n{run_all.BEGIN}\nold\n{run_all.END}\n\nOutro kept\n")
-    monkeypatch.setattr(run_all, "README", readme)
+    readme.write_text(f"# Intro kept\n\n{report.BEGIN}\nold\n{report.END}\n\nOutro kept\n")
+    monkeypatch.setattr(report, "README", readme)
     assert run_all.main(["--report-only", "--results-dir", str(results)])
     text = readme.read_text()
     assert text.startswith("# Intro kept") and text.rstrip().endswith("Outro kept")

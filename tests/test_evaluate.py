@@ -1,7 +1,5 @@
 """Tests of keras_ltpa.evaluate (the CLI: test_evaluate_cli.py)."""
 
-import json
-
 import keras
 import numpy as np
 import pytest

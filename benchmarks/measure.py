@@ -1,4 +1,4 @@
-"""What every benchmark script shares: the record of where it ran, timing, FLOPs.
+"""The measuring code every benchmark script shares: where it ran, timing, FLOPs.
 
 Each script in `benchmarks/` measures one thing and writes one JSON file to
 `benchmarks/results/`. This module holds only the parts they have in
@@ -65,15 +65,9 @@ def _cpu_model():
 
 def _cpu_flags():
     """The CPU features that decide which bf16/int8 kernels can run."""
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    from keras_ltpa.devices import cpu_flags
+
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
               "amx_bf16", "amx_tile", "amx_int8")
     return [flag for flag in wanted if flag in flags]
@@ -172,6 +166,7 @@ def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
             for TensorFlow on a GPU), `"on"`/True or `"off"`/False.
     """
     from keras_ltpa import build_model
+    from keras_ltpa import optimizers
     from keras_ltpa import training
 
     model = build_model(
@@ -180,7 +175,7 @@ def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
         variant="att3-concat-pc",
         width_multiplier=width_multiplier,
     )
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         steps_per_epoch=1, weight_decay_mode="decoupled", decay_epochs=0
     )
     return training.compile_model(model, optimizer, jit_compile=jit_compile)
@@ -269,7 +264,7 @@ def forward_flops(model, batch_size=1):
         A dict: `matmul`, `elementwise`, `total` (FLOPs for `batch_size`
         images), `per_layer` {name: FLOPs per image} and `uncounted` names.
     """
-    import keras
+    from keras_ltpa.keras_internals import is_functional
 
     matmul = {}
     elementwise = {}
@@ -280,7 +275,7 @@ def forward_flops(model, batch_size=1):
 
     def visit(layer):
         name = layer.name
-        if isinstance(layer, keras.Model) and hasattr(layer, "_operations"):
+        if is_functional(layer):
             for inner in layer.layers:
                 visit(inner)
             return
