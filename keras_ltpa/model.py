@@ -98,18 +98,18 @@ class AttentionClassifier(keras.Model):
         input_shape = tuple(input_shape)
         attention_layers = tuple(attention_layers)
         check_model_arguments(
-            num_classes,
-            input_shape,
-            backbone,
-            attention_layers,
-            global_layer,
-            compatibility,
-            normalization,
-            aggregation,
-            attention_position,
-            width_multiplier,
-            dropout,
-            class_names,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            backbone=backbone,
+            attention_layers=attention_layers,
+            global_layer=global_layer,
+            compatibility=compatibility,
+            normalization=normalization,
+            aggregation=aggregation,
+            attention_position=attention_position,
+            width_multiplier=width_multiplier,
+            dropout=dropout,
+            class_names=class_names,
         )
         class_names = None if class_names is None else list(class_names)
         if name is None:
@@ -218,30 +218,7 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(
-    num_classes,
-    input_shape=(32, 32, 3),
-    *,
-    variant=None,
-    backbone="vgg",
-    attention_layers=PAPER_ATTENTION_LAYERS,
-    global_layer=None,
-    compatibility="pc",
-    normalization="softmax",
-    aggregation="concat",
-    attention_position="before",
-    attention=True,
-    projector=True,
-    width_multiplier=1.0,
-    dropout=0.0,
-    conv_bias=True,
-    batch_norm_epsilon=1e-5,
-    batch_norm_momentum=0.9,
-    pixel_mean=CIFAR10_MEAN,
-    pixel_std=CIFAR10_STD,
-    class_names=None,
-    name=None,
-):
+def build_model(num_classes, input_shape=(32, 32, 3), *, variant=None, attention=True, **options):
     """Builds a "Learn To Pay Attention" classifier.
 
     The returned functional model takes raw pixels (0..255, uint8 or float)
@@ -281,6 +258,8 @@ def build_model(
         class_names: optional list of `num_classes` strings, kept in the
             model's config (and so in its `.keras` file and its exports).
         name: model name; defaults to `"ltpa_" + variant`.
+        **options: the keyword arguments above other than `variant` and
+            `attention` are `AttentionClassifier`'s, passed on as they are.
 
     Returns:
         An `AttentionClassifier` (a functional `keras.Model`) with one
@@ -296,33 +275,10 @@ def build_model(
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018.
     """
     if variant is not None:
-        options = parse_variant(variant)
-        attention_layers = options.get("attention_layers", attention_layers)
-        aggregation = options.get("aggregation", aggregation)
-        compatibility = options.get("compatibility", compatibility)
-        normalization = options.get("normalization", normalization)
-        attention_position = options.get("attention_position", attention_position)
-    return AttentionClassifier(
-        num_classes,
-        input_shape,
-        backbone=backbone,
-        attention_layers=tuple(attention_layers) if attention else (),
-        global_layer=global_layer,
-        compatibility=compatibility,
-        normalization=normalization,
-        aggregation=aggregation,
-        attention_position=attention_position,
-        projector=projector,
-        width_multiplier=width_multiplier,
-        dropout=dropout,
-        conv_bias=conv_bias,
-        batch_norm_epsilon=batch_norm_epsilon,
-        batch_norm_momentum=batch_norm_momentum,
-        pixel_mean=pixel_mean,
-        pixel_std=pixel_std,
-        class_names=class_names,
-        name=name,
-    )
+        options.update(parse_variant(variant))
+    if not attention:
+        options["attention_layers"] = ()
+    return AttentionClassifier(num_classes, input_shape, **options)
 
 
 def load_model_file(path):

@@ -240,17 +240,9 @@ def run_training(config):
     epoch (or step backup); a finished run trains no further and is
     evaluated and exported again.
 
-    Run directory (`config.output_dir`):
-
-        config.json            the settings (and the seed, classes, precision)
-        history.csv            one row per finished epoch (kept across resumes)
-        checkpoints/best.keras best validation accuracy so far (+ best.json)
-        checkpoints/last.keras the end of the last finished epoch
-        backup/                BackupAndRestore state (resume)
-        tensorboard/           train/ and validation/ scalars, attention/ grids
-        model.keras            the final model
-        metrics.json           test loss and accuracy of the final model
-        saved_models/ltpa/1/   TF Serving export (unless `export=False`)
+    The run directory (`config.output_dir`) is laid out as `keras_ltpa.runs`
+    describes: settings, history, checkpoints, backup, TensorBoard logs, the
+    final `model.keras`, `metrics.json` and the TF Serving export.
 
     Args:
         config: a `TrainingConfig`, a dict of its fields or an argparse

@@ -95,6 +95,7 @@ def check_input_shape(input_shape, backbone):
 
 
 def check_model_arguments(
+    *,
     num_classes,
     input_shape,
     backbone,

@@ -29,32 +29,17 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 tf_only = pytest.mark.tf_only
 
 
-@pytest.fixture(scope="module")
-def model(serving_model):
-    return serving_model
-
-
-@pytest.fixture(scope="module")
-def exports(serving_exports):
-    return serving_exports
-
-
-@pytest.fixture(scope="module")
-def loaded(serving_loaded):
-    return serving_loaded
-
-
 # === Signatures against Keras ===
 
 
 @tf_only
-def test_serving_default_matches_keras(model, loaded):
+def test_serving_default_matches_keras(serving_model, serving_loaded):
     import tensorflow as tf
 
-    expected = keras_outputs(model, PROBE_IMAGES)
+    expected = keras_outputs(serving_model, PROBE_IMAGES)
     top3 = np.argsort(-expected["probabilities"], axis=1)[:, :3]
     for key, tolerance in (("unfolded", 1e-5), ("folded", folding.FOLD_TOLERANCE)):
-        out = loaded[key].signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
+        out = serving_loaded[key].signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
         out = {name: value.numpy() for name, value in out.items()}
         assert out["probabilities"].dtype == np.float32
         assert max_abs(out["probabilities"], expected["probabilities"]) <= tolerance
@@ -75,20 +60,20 @@ def test_serving_default_matches_keras(model, loaded):
 
 
 @tf_only
-def test_folded_export_is_as_accurate_as_keras(model, loaded, exports):
+def test_folded_export_is_as_accurate_as_keras(serving_model, serving_loaded, serving_exports):
     """Against a float64 evaluation, folding adds no more than float32 noise."""
     import tensorflow as tf
 
     keras.config.set_dtype_policy("float64")
     exact = build_model(10, width_multiplier=SERVING_WIDTH)
     keras.config.set_dtype_policy("float32")
-    exact.set_weights([w.astype("float64") for w in model.get_weights()])
+    exact.set_weights([w.astype("float64") for w in serving_model.get_weights()])
     truth = keras_outputs(exact, PROBE_IMAGES)
-    keras_error = max_abs(keras_outputs(model, PROBE_IMAGES)["attention_1"], truth["attention_1"])
-    out = loaded["folded"].signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
+    keras_error = max_abs(keras_outputs(serving_model, PROBE_IMAGES)["attention_1"], truth["attention_1"])
+    out = serving_loaded["folded"].signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
     folded_error = max_abs(out["attention_1"].numpy(), truth["attention_1"])
     assert folded_error <= 4 * keras_error + 1e-6
-    with open(os.path.join(exports["folded"], export.METADATA_FILE)) as f:
+    with open(os.path.join(serving_exports["folded"], export.METADATA_FILE)) as f:
         metadata = json.load(f)
     assert metadata["batch_norm_folded"] is True
     assert len(metadata["folded_layers"]) == 15
@@ -97,7 +82,7 @@ def test_folded_export_is_as_accurate_as_keras(model, loaded, exports):
 
 
 @tf_only
-def test_folded_graph_has_no_batch_norm_ops(loaded):
+def test_folded_graph_has_no_batch_norm_ops(serving_loaded):
     def op_types(saved):
         graph = saved.signatures["serving_default"].graph.as_graph_def()
         types = [node.op for node in graph.node]
@@ -107,16 +92,16 @@ def test_folded_graph_has_no_batch_norm_ops(loaded):
 
     # Keras inference BN is rsqrt(var + eps) * gamma ...; nothing else in the
     # model takes a reciprocal square root.
-    assert "Rsqrt" in op_types(loaded["unfolded"])
-    assert "Rsqrt" not in op_types(loaded["folded"])
+    assert "Rsqrt" in op_types(serving_loaded["unfolded"])
+    assert "Rsqrt" not in op_types(serving_loaded["folded"])
 
 
 @tf_only
-def test_serve_bytes_decodes_png_and_jpeg(model, loaded, shared_data_dir):
+def test_serve_bytes_decodes_png_and_jpeg(serving_model, serving_loaded, shared_data_dir):
     import tensorflow as tf
 
-    serve_bytes = loaded["unfolded"].signatures["serve_bytes"]
-    serving = loaded["unfolded"].signatures["serving_default"]
+    serve_bytes = serving_loaded["unfolded"].signatures["serve_bytes"]
+    serving = serving_loaded["unfolded"].signatures["serving_default"]
     # A PNG at the input size: lossless, so exactly the uint8 path.
     from_png = serve_bytes(image_bytes=tf.constant([png_bytes(PROBE_IMAGES[0]), png_bytes(PROBE_IMAGES[1])]))
     from_pixels = serving(images=tf.constant(PROBE_IMAGES[:2]))
@@ -132,7 +117,7 @@ def test_serve_bytes_decodes_png_and_jpeg(model, loaded, shared_data_dir):
     decoded = [images.decode_image(tf.constant(data)) for data in (horse, gray)]
     assert decoded[0].shape[0] != 32
     pixels = np.stack([images.resize_image(image, (32, 32)).numpy() for image in decoded])
-    expected = keras_outputs(model, pixels)
+    expected = keras_outputs(serving_model, pixels)
     assert max_abs(out["probabilities"].numpy(), expected["probabilities"]) <= 1e-5
     assert max_abs(out["attention_2"].numpy(), expected["attention_2"]) <= 1e-5
     assert out["attention_1_full"].shape == (2, 32, 32)
@@ -185,9 +170,9 @@ def test_mixed_precision_model_exports(tmp_path):
 
 
 @tf_only
-def test_saved_model_cli_lists_both_signatures(exports):
+def test_saved_model_cli_lists_both_signatures(serving_exports):
     result = subprocess.run(
-        [SAVED_MODEL_CLI, "show", "--all", "--dir", exports["folded"]],
+        [SAVED_MODEL_CLI, "show", "--all", "--dir", serving_exports["folded"]],
         capture_output=True,
         text=True,
         check=True,
@@ -227,7 +212,7 @@ def test_saved_model_cli_lists_both_signatures(exports):
 
 
 @tf_only
-def test_export_runs_with_tensorflow_alone(model, exports):
+def test_export_runs_with_tensorflow_alone(serving_model, serving_exports):
     """TF Serving has neither Keras nor keras_ltpa: load and run without them."""
     script = textwrap.dedent(
         """
@@ -250,13 +235,13 @@ def test_export_runs_with_tensorflow_alone(model, exports):
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, exports["unfolded"], json.dumps(PROBE_IMAGES.tolist())],
+        [sys.executable, "-c", script, serving_exports["unfolded"], json.dumps(PROBE_IMAGES.tolist())],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = keras_outputs(model, PROBE_IMAGES)
+    expected = keras_outputs(serving_model, PROBE_IMAGES)
     for signature in ("pixels", "bytes"):
         got = outputs[signature]
         assert max_abs(got["probabilities"], expected["probabilities"]) <= 1e-5
@@ -268,10 +253,10 @@ def test_export_runs_with_tensorflow_alone(model, exports):
 
 
 @tf_only
-def test_bad_images_name_the_problem_and_the_model_recovers(loaded):
+def test_bad_images_name_the_problem_and_the_model_recovers(serving_loaded):
     import tensorflow as tf
 
-    serving = loaded["folded"].signatures["serving_default"]
+    serving = serving_loaded["folded"].signatures["serving_default"]
     good = serving(images=tf.constant(PROBE_IMAGES[:1]))["probabilities"].numpy()
     cases = [
         (tf.constant(PROBE_IMAGES[:1], tf.float32), r"uint8"),
@@ -288,10 +273,10 @@ def test_bad_images_name_the_problem_and_the_model_recovers(loaded):
 
 
 @tf_only
-def test_bad_bytes_name_the_problem_and_the_model_recovers(loaded):
+def test_bad_bytes_name_the_problem_and_the_model_recovers(serving_loaded):
     import tensorflow as tf
 
-    serve_bytes = loaded["folded"].signatures["serve_bytes"]
+    serve_bytes = serving_loaded["folded"].signatures["serve_bytes"]
     png = png_bytes(PROBE_IMAGES[0])
     cases = [
         ([png, b"not an image", png, b"GIF89a..."], r"JPEG or PNG.*\] \[1 3\]"),
@@ -306,7 +291,7 @@ def test_bad_bytes_name_the_problem_and_the_model_recovers(loaded):
 
 
 @tf_only
-def test_checks_hold_in_a_tf_serving_style_session(exports):
+def test_checks_hold_in_a_tf_serving_style_session(serving_exports):
     """TF Serving runs the SignatureDef's tensors in a Session (no tf.function
     wrapper): the in-graph checks must hold there too. (Python's Session.run
     refuses shapes that contradict the placeholder before the graph sees
@@ -316,7 +301,7 @@ def test_checks_hold_in_a_tf_serving_style_session(exports):
 
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], exports["folded"])
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], serving_exports["folded"])
         signature = meta.signature_def["serving_default"]
         feed = graph.get_tensor_by_name(signature.inputs["images"].name)
         fetch = graph.get_tensor_by_name(signature.outputs["probabilities"].name)
@@ -330,32 +315,32 @@ def test_checks_hold_in_a_tf_serving_style_session(exports):
 
 
 @tf_only
-def test_versions_are_numbered_and_never_overwritten(model, exports, tmp_path):
-    root = exports["root"]
-    assert exports["unfolded"] == str(root / "ltpa" / "1")
-    assert exports["folded"] == str(root / "ltpa" / "2")
-    before = sorted(os.listdir(exports["folded"]))
+def test_versions_are_numbered_and_never_overwritten(serving_model, serving_exports, tmp_path):
+    root = serving_exports["root"]
+    assert serving_exports["unfolded"] == str(root / "ltpa" / "1")
+    assert serving_exports["folded"] == str(root / "ltpa" / "2")
+    before = sorted(os.listdir(serving_exports["folded"]))
     with pytest.raises(ValueError, match=re.escape(str(root / "ltpa" / "2"))):
-        export.export_saved_model(model, root, version=2)
-    assert sorted(os.listdir(exports["folded"])) == before
+        export.export_saved_model(serving_model, root, version=2)
+    assert sorted(os.listdir(serving_exports["folded"])) == before
     # The next free version follows the highest number, ignoring non-versions.
     (tmp_path / "m" / "7").mkdir(parents=True)
     (tmp_path / "m" / "notes").mkdir()
     (tmp_path / "m" / ".staging-3-abc").mkdir()
-    path = export.export_saved_model(model, tmp_path, name="m", fold_batch_norm=False)
+    path = export.export_saved_model(serving_model, tmp_path, name="m", fold_batch_norm=False)
     assert path == str(tmp_path / "m" / "8")
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
 @tf_only
-def test_crash_while_writing_leaves_no_version(model, tmp_path, monkeypatch):
+def test_crash_while_writing_leaves_no_version(serving_model, tmp_path, monkeypatch):
     import tensorflow as tf
 
     seen = {}
     real_save = tf.saved_model.save
 
     def crashing_save(obj, path, **kwargs):
-        # Write part of the model, then fail like a full disk would.
+        # Write part of the serving_model, then fail like a full disk would.
         os.makedirs(os.path.join(path, "variables"), exist_ok=True)
         with open(os.path.join(path, "saved_model.pb"), "wb") as f:
             f.write(b"partial")
@@ -364,7 +349,7 @@ def test_crash_while_writing_leaves_no_version(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tf.saved_model, "save", crashing_save)
     with pytest.raises(OSError, match="No space left"):
-        export.export_saved_model(model, tmp_path, fold_batch_norm=False)
+        export.export_saved_model(serving_model, tmp_path, fold_batch_norm=False)
     monkeypatch.setattr(tf.saved_model, "save", real_save)
     # While writing, the only entry was hidden and not a number.
     assert len(seen["entries"]) == 1
@@ -372,7 +357,7 @@ def test_crash_while_writing_leaves_no_version(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "ltpa") == []
 
 
-def test_export_arguments_are_checked(model, tmp_path):
+def test_export_arguments_are_checked(serving_model, tmp_path):
     bad = [
         (dict(name="../up"), "`name`"),
         (dict(version=0), "`version`"),
@@ -383,7 +368,7 @@ def test_export_arguments_are_checked(model, tmp_path):
     ]
     for kwargs, message in bad:
         with pytest.raises(ValueError, match=re.escape(message)):
-            export.export_saved_model(model, tmp_path, **kwargs)
+            export.export_saved_model(serving_model, tmp_path, **kwargs)
     with pytest.raises(ValueError, match="not found"):
         export.export_saved_model(str(tmp_path / "missing.keras"), tmp_path)
     assert not any(p.name.isdigit() for p in tmp_path.rglob("*"))
@@ -415,10 +400,10 @@ def exported_outputs(path):
 
 
 @pytest.mark.parametrize("trained_under", ["jax", "torch"])
-def test_model_from_another_backend_exports(trained_under, model, tmp_path):
-    """A model trained under JAX or torch exports through the TF backend.
+def test_model_from_another_backend_exports(trained_under, serving_model, tmp_path):
+    """A serving_model trained under JAX or torch exports through the TF backend.
 
-    Under JAX or torch the in-memory model is exported (by a TF child
+    Under JAX or torch the in-memory serving_model is exported (by a TF child
     process); under TensorFlow a torch child saves the `.keras` file that
     is exported here (the JAX case runs in the JAX run: building under JAX
     costs a minute on a small CPU).
@@ -428,10 +413,10 @@ def test_model_from_another_backend_exports(trained_under, model, tmp_path):
         pytest.skip("covered by this test under KERAS_BACKEND=jax")
     if current not in ("tensorflow", trained_under):
         pytest.skip(f"covered by this test under KERAS_BACKEND={trained_under}")
-    keras_file, reference = tmp_path / "model.keras", tmp_path / "expected.npz"
+    keras_file, reference = tmp_path / "serving_model.keras", tmp_path / "expected.npz"
     if current == trained_under:
-        np.savez(reference, **keras_outputs(model, PROBE_IMAGES))
-        path = export.export_saved_model(model, tmp_path / "saved", class_names=SERVING_CLASS_NAMES)
+        np.savez(reference, **keras_outputs(serving_model, PROBE_IMAGES))
+        path = export.export_saved_model(serving_model, tmp_path / "saved", class_names=SERVING_CLASS_NAMES)
     else:
         require_backend_package(trained_under)
         env = dict(os.environ, KERAS_BACKEND=trained_under)

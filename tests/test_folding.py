@@ -10,27 +10,22 @@ from tests.conftest import keras_outputs
 from tests.conftest import max_abs
 
 
-@pytest.fixture(scope="module")
-def model(serving_model):
-    return serving_model
-
-
-def test_fold_batch_norm_removes_bn_and_keeps_outputs(model):
-    folded, names = folding.fold_batch_norm(model)
+def test_fold_batch_norm_removes_bn_and_keeps_outputs(serving_model):
+    folded, names = folding.fold_batch_norm(serving_model)
     # 13 VGG convolutions + 2 in block 6, each followed by its own BN.
     assert len(names) == 15 and "block3_conv3" in names
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
     assert all(folded.get_layer(name).use_bias for name in names)
-    expected, actual = keras_outputs(model, PROBE_IMAGES), keras_outputs(folded, PROBE_IMAGES)
+    expected, actual = keras_outputs(serving_model, PROBE_IMAGES), keras_outputs(folded, PROBE_IMAGES)
     for key in ("probabilities", "attention_1", "attention_2", "attention_3"):
         assert max_abs(expected[key], actual[key]) <= folding.FOLD_TOLERANCE, key
     # The original is untouched and still usable.
-    assert any(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
-    np.testing.assert_allclose(keras_outputs(model, PROBE_IMAGES)["logits"], expected["logits"])
+    assert any(isinstance(l, keras.layers.BatchNormalization) for l in serving_model.layers)
+    np.testing.assert_allclose(keras_outputs(serving_model, PROBE_IMAGES)["logits"], expected["logits"])
 
 
-def test_folded_weights_equal_batch_norm_algebra(model):
-    conv, bn = model.get_layer("block4_conv2"), model.get_layer("block4_bn2")
+def test_folded_weights_equal_batch_norm_algebra(serving_model):
+    conv, bn = serving_model.get_layer("block4_conv2"), serving_model.get_layer("block4_bn2")
     kernel, bias = folding.folded_weights(conv, bn)
     x = np.random.default_rng(1).normal(size=(2, 4, 4, conv.kernel.shape[2])).astype("float32")
     expected = keras.ops.convert_to_numpy(bn(conv(x), training=False))

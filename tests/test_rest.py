@@ -18,21 +18,6 @@ tf_only = pytest.mark.tf_only
 
 
 @pytest.fixture(scope="module")
-def model(serving_model):
-    return serving_model
-
-
-@pytest.fixture(scope="module")
-def exports(serving_exports):
-    return serving_exports
-
-
-@pytest.fixture(scope="module")
-def loaded(serving_loaded):
-    return serving_loaded
-
-
-@pytest.fixture(scope="module")
 def half_plus_three(tmp_path_factory):
     """The documented toy model of TF Serving's REST guide: y = 0.5 x + 3."""
     import tensorflow as tf
@@ -66,9 +51,9 @@ def test_rest_documented_examples(half_plus_three):
 
 
 @tf_only
-def test_rest_row_and_columnar_formats(model, loaded):
-    saved = loaded["unfolded"]
-    expected = keras_outputs(model, PROBE_IMAGES[:2])
+def test_rest_row_and_columnar_formats(serving_model, serving_loaded):
+    saved = serving_loaded["unfolded"]
+    expected = keras_outputs(serving_model, PROBE_IMAGES[:2])
     pixels = PROBE_IMAGES[:2].tolist()
     output_names = {"probabilities", "classes", "scores", "class_names"} | {
         f"attention_{j}{suffix}" for j in (1, 2, 3) for suffix in ("", "_full")
@@ -97,8 +82,8 @@ def test_rest_row_and_columnar_formats(model, loaded):
 
 
 @tf_only
-def test_rest_b64_images(loaded, exports):
-    saved = loaded["folded"]
+def test_rest_b64_images(serving_loaded, serving_exports):
+    saved = serving_loaded["folded"]
     files = [b64(png_bytes(image)) for image in PROBE_IMAGES[:2]]
     by_pixels = rest.rest_predict(saved, {"instances": PROBE_IMAGES[:2].tolist()})
     for body in (
@@ -111,14 +96,14 @@ def test_rest_b64_images(loaded, exports):
             assert got["class_names"] == want["class_names"]
     # An export path works too; `signature_name` is the default for bodies without one.
     columnar = rest.rest_predict(
-        exports["folded"], {"inputs": {"image_bytes": files}}, signature_name="serve_bytes"
+        serving_exports["folded"], {"inputs": {"image_bytes": files}}, signature_name="serve_bytes"
     )
     assert columnar["outputs"]["classes"] == [p["classes"] for p in by_pixels["predictions"]]
 
 
 @tf_only
-def test_rest_errors_and_recovery(loaded):
-    saved = loaded["folded"]
+def test_rest_errors_and_recovery(serving_loaded):
+    saved = serving_loaded["folded"]
     png = png_bytes(PROBE_IMAGES[0])
     errors = [
         ("{not json", r"JSON Parse error"),
