@@ -84,6 +84,7 @@ def latency_ms(call, iterations, warmup):
         "mean_ms": round(float(np.mean(times)), 3),
         "min_ms": round(min(times), 3),
         "iterations": iterations,
+        "times_ms": [round(t, 3) for t in times],
     }
 
 

@@ -36,162 +36,24 @@ import keras
 import tensorflow as tf
 
 from keras_ltpa import files
-from keras_ltpa import images
+from keras_ltpa import warmup
 from keras_ltpa.folding import serving_model
 from keras_ltpa.keras_internals import is_functional
-from keras_ltpa.model import attention_model
 from keras_ltpa.model import describe
 from keras_ltpa.model import load_model_file
-from keras_ltpa.rest import SERVING_SIGNATURE
+from keras_ltpa.signatures import BYTES_SIGNATURE
+from keras_ltpa.signatures import DEFAULT_MAX_BATCH_SIZE
+from keras_ltpa.signatures import DEFAULT_MAX_IMAGE_PIXELS
+from keras_ltpa.signatures import SERVING_SIGNATURE
+from keras_ltpa.signatures import ServingGraph
 
 DEFAULT_MODEL_NAME = "ltpa"
-BYTES_SIGNATURE = "serve_bytes"
 # Files under a version's `assets.extra/` travel with it; TF Serving reads
 # only its own warm-up file there.
 METADATA_FILE = os.path.join("assets.extra", "keras_ltpa.json")
 # Version of the metadata file's layout (absent: the 0.1.0 layout).
 METADATA_VERSION = 2
 _MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-
-
-def _require(condition, *message):
-    """An assertion whose error names the problem (`message` may hold tensors)."""
-    return tf.debugging.Assert(condition, list(message), summarize=8)
-
-
-def _one_after_another(*checks):
-    """Builds assertions so each runs only after the previous one passed.
-
-    Without the ordering a tensor of the wrong rank could fail a later
-    check (or the model) first, with a less helpful message.
-    """
-    done = []
-    for build in checks:
-        with tf.control_dependencies(done):
-            done.append(build())
-    return done
-
-
-def _runtime_rank(shape):
-    """The rank of the fed tensor, from the values of its runtime shape.
-
-    `tf.rank`/`tf.size(shape)` are folded to the signature's static rank
-    when the graph is built or optimised, so they cannot see a tensor of
-    another rank fed by TF Serving; counting the dimensions can.
-    """
-    return tf.reduce_sum(tf.cast(tf.greater_equal(shape, 0), tf.int32))
-
-
-class _Predictor:
-    """The graph shared by both signatures: pixels -> named outputs."""
-
-    def __init__(self, model, class_names, top_k):
-        self.model = attention_model(model)
-        self.height, self.width = model.input_shape[1:3]
-        self.class_names = list(class_names)
-        self.top_k = top_k
-        self.attention_count = describe(model)["attention_count"]
-
-    def __call__(self, pixels):
-        outputs = self.model(pixels, training=False)
-        probabilities = tf.cast(outputs["probabilities"], tf.float32)
-        scores, classes = tf.math.top_k(probabilities, k=self.top_k)
-        result = {
-            "probabilities": probabilities,
-            "classes": classes,
-            "scores": scores,
-            "class_names": tf.gather(tf.constant(self.class_names), classes),
-        }
-        for index in range(1, self.attention_count + 1):
-            attention = tf.cast(outputs[f"attention_{index}"], tf.float32)
-            result[f"attention_{index}"] = attention
-            result[f"attention_{index}_full"] = tf.image.resize(
-                attention[..., None], (self.height, self.width), method="bilinear"
-            )[..., 0]
-        return result
-
-    def serve_images(self, images):
-        """`images` uint8 (N, H, W, 3), checked in the graph before use.
-
-        TF Serving feeds tensors without comparing them to the signature's
-        shape, so the checks run inside the graph.
-        """
-        shape = tf.shape(images)
-        rank = _runtime_rank(shape)
-        checks = _one_after_another(
-            lambda: _require(
-                tf.equal(rank, 4),
-                "`images` must be a batch of images of shape (N, "
-                f"{self.height}, {self.width}, 3); received a tensor of rank",
-                rank,
-            ),
-            lambda: _require(
-                tf.equal(shape[-1], 3),
-                "`images` must have 3 channels (RGB); received channels:",
-                shape[-1],
-            ),
-            lambda: _require(
-                tf.logical_and(
-                    tf.equal(shape[1], self.height), tf.equal(shape[2], self.width)
-                ),
-                f"`images` must be {self.height}x{self.width} pixels (send other "
-                f"sizes as encoded files to '{BYTES_SIGNATURE}'); received "
-                "height, width:",
-                shape[1],
-                shape[2],
-            ),
-            lambda: _require(
-                shape[0] > 0, "`images` is an empty batch; send at least one image."
-            ),
-        )
-        with tf.control_dependencies(checks):
-            pixels = tf.cast(images, tf.float32)
-        return self(pixels)
-
-    def _decode(self, data):
-        # The package's one decoder and resizer: the pixels training saw.
-        image = images.decode_image(data, (self.height, self.width))
-        return tf.cast(image, tf.float32)
-
-    def serve_bytes(self, image_bytes):
-        """`image_bytes` string (N,): JPEG or PNG files of any size."""
-        rank = _runtime_rank(tf.shape(image_bytes))
-
-        def is_image():
-            def starts_with(signature):
-                prefix = tf.strings.substr(image_bytes, 0, len(signature))
-                return tf.equal(prefix, signature)
-
-            return tf.logical_or(starts_with(_PNG_SIGNATURE), starts_with(_JPEG_SIGNATURE))
-
-        checks = _one_after_another(
-            lambda: _require(
-                tf.equal(rank, 1),
-                "`image_bytes` must be a list (N,) of encoded images; received a "
-                "tensor of rank",
-                rank,
-            ),
-            lambda: _require(
-                tf.size(image_bytes) > 0,
-                "`image_bytes` is an empty batch; send at least one image.",
-            ),
-            lambda: _require(
-                tf.reduce_all(is_image()),
-                "`image_bytes` must hold JPEG or PNG files; these entries "
-                "(0-based) are neither:",
-                tf.where(tf.logical_not(is_image()))[:, 0],
-            ),
-        )
-        with tf.control_dependencies(checks):
-            image_bytes = tf.identity(image_bytes)
-        pixels = tf.map_fn(
-            self._decode,
-            image_bytes,
-            fn_output_signature=tf.TensorSpec((self.height, self.width, 3), tf.float32),
-        )
-        return self(pixels)
 
 
 def model_versions(model_dir):
@@ -220,6 +82,50 @@ def _check_export_arguments(name, version, top_k):
         )
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive integer; received top_k={top_k!r}.")
+
+
+def _check_limits(max_image_pixels, max_batch_size):
+    for argument, value in (
+        ("max_image_pixels", max_image_pixels),
+        ("max_batch_size", max_batch_size),
+    ):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(
+                f"`{argument}` must be a positive integer or None (no limit); "
+                f"received {argument}={value!r}."
+            )
+    return {"max_image_pixels": max_image_pixels, "max_batch_size": max_batch_size}
+
+
+def read_metadata(version_dir):
+    """The `assets.extra/keras_ltpa.json` of an export, in the current layout.
+
+    Exports written by version 0.1.0 (no `metadata_version`) are read too:
+    their missing entries are filled in (`limits` None: those exports
+    check no size or batch limit; `warmup` skipped).
+    """
+    path = os.path.join(os.fspath(version_dir), METADATA_FILE)
+    try:
+        with open(path, encoding="utf-8") as file:
+            metadata = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the export's metadata {path!r}: {error}") from None
+    version = metadata.get("metadata_version", 1)
+    if version > METADATA_VERSION:
+        raise ValueError(
+            f"{path!r} has metadata version {version}, newer than this keras-ltpa "
+            f"reads ({METADATA_VERSION}); upgrade keras-ltpa."
+        )
+    if version == 1:
+        metadata = dict(metadata)
+        metadata.setdefault("limits", {"max_image_pixels": None, "max_batch_size": None})
+        metadata.setdefault("warmup", {"skipped": "exported by keras-ltpa 0.1.0"})
+        if "fold_max_difference" in metadata:  # 0.1.0: absolute, not relative.
+            metadata.setdefault("fold_max_relative_difference", None)
+        metadata["metadata_version"] = METADATA_VERSION
+    return metadata
 
 
 def _check_class_names(class_names, num_classes):
@@ -258,8 +164,8 @@ def _check_model(model):
         )
 
 
-def _write_saved_model(model, path, class_names, top_k):
-    predictor = _Predictor(model, class_names, top_k)
+def _write_saved_model(model, path, class_names, top_k, limits):
+    predictor = ServingGraph(model, class_names, top_k, **limits)
     height, width = predictor.height, predictor.width
     archive = keras.export.ExportArchive()
     archive.track(predictor.model)
@@ -325,6 +231,9 @@ def export_saved_model(
     class_names=None,
     top_k=5,
     fold_batch_norm=True,
+    max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+    warmup_requests=True,
 ):
     """Exports a model as a TF Serving SavedModel with attention outputs.
 
@@ -359,6 +268,18 @@ def export_saved_model(
         fold_batch_norm: fold each Conv -> BatchNormalization pair into one
             convolution (checked against the unfolded model first; falls back
             to the unfolded graph with a warning if outputs differ).
+        max_image_pixels: the most pixels (height x width) a `serve_bytes`
+            file may declare in its header, checked before decoding
+            (default 4096 x 4096); None: no limit.
+        max_batch_size: the most images in one request, both signatures
+            (default 64); None: no limit.
+        warmup_requests: write TF Serving's warm-up file
+            (`assets.extra/tf_serving_warmup_requests`, one request per
+            signature); skipped, and said so in the metadata, without
+            tensorflow-serving-api.
+
+    Limits and warm-up are recorded in `assets.extra/keras_ltpa.json`
+    (`read_metadata`). See `keras_ltpa.signatures` for every check.
 
     Returns:
         The path of the written version directory, as a string.
@@ -373,6 +294,7 @@ def export_saved_model(
     """
     name = DEFAULT_MODEL_NAME if name is None else name
     _check_export_arguments(name, version, top_k)
+    limits = _check_limits(max_image_pixels, max_batch_size)
     model_dir = os.path.join(os.fspath(export_dir), name)
     if version is not None:
         _free_version_dir(model_dir, name, version)
@@ -390,6 +312,8 @@ def export_saved_model(
             class_names=None if class_names is None else list(class_names),
             top_k=top_k,
             fold_batch_norm=fold_batch_norm,
+            warmup_requests=warmup_requests,
+            **limits,
         )
     if not isinstance(model, keras.Model):
         model = load_model_file(model)
@@ -409,7 +333,12 @@ def export_saved_model(
     exported, fold_info = serving_model(model, fold_batch_norm)
 
     def write(path):
-        predictor = _write_saved_model(exported, path, class_names, top_k)
+        predictor = _write_saved_model(exported, path, class_names, top_k, limits)
+        warmup_info = (
+            warmup.write_warmup_file(path, name, predictor.height, predictor.width)
+            if warmup_requests
+            else {"skipped": "warmup_requests=False"}
+        )
         metadata = {
             "format": "keras_ltpa SavedModel",
             "metadata_version": METADATA_VERSION,
@@ -427,6 +356,8 @@ def export_saved_model(
                 SERVING_SIGNATURE: {"images": "uint8 (None, H, W, 3)"},
                 BYTES_SIGNATURE: {"image_bytes": "string (None,) JPEG or PNG"},
             },
+            "limits": predictor.limits(),
+            "warmup": warmup_info,
             **fold_info,
             "versions": {
                 "keras_ltpa": _package_version(),

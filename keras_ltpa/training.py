@@ -262,9 +262,9 @@ def run_training(config):
     start = time.time()
     try:
         setup = _set_up(config)
-    except ltpa_data.DataError:
-        raise
     except ValueError as error:
+        if isinstance(error, ltpa_data.DataError):
+            raise  # Bad data keeps its own type.
         raise SetupError(str(error)) from error
     return _train(setup, start)
 

@@ -91,11 +91,20 @@ def load_script(path, name):
     return module
 
 
+# The reason a test skips for a missing optional package starts with this;
+# .ci/run, which installs every extra, fails when it sees one.
+MISSING_PACKAGE = "missing optional package"
+
+
+def require_package(module, extra):
+    """Skips the test, naming the extra to install, when `module` is missing."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{MISSING_PACKAGE} {module}: pip install -e '.[{extra}]'")
+
+
 def require_backend_package(backend):
     """Skips a test that starts a `backend` subprocess when it is not installed."""
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{backend} is not installed (pip install -e '.[{backend}]')")
+    require_package(backend, {"tensorflow": "test", "jax": "jax", "torch": "torch"}[backend])
 
 
 # --- A tiny model and its exports, shared by the serving tests -------------
@@ -131,6 +140,12 @@ def keras_outputs(model, images):
         return attention_model(model).predict_on_batch(images)
     outputs = attention_model(model)(images, training=False)
     return {key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}
+
+
+def max_relative(outputs, reference):
+    """Largest per-image difference relative to the reference's peak there
+    (`folding.relative_difference` on two arrays)."""
+    return folding.relative_difference({"x": outputs}, {"x": reference})
 
 
 def max_abs(a, b):
@@ -202,3 +217,115 @@ def backed_up_epochs(run_dir):
 
 
 run_fit = load_script(FIT_SCRIPT, "fit_cli")
+
+
+# Runs training/fit.py's main() (argv[1]: fit.py, then its flags) with test
+# hooks from the environment:
+# - $LTPA_TF_CPU_DEVICES: split the CPU into that many TensorFlow devices;
+# - $LTPA_WEIGHTS_OUT: save this process' trained weights there (.npz), even
+#   where the run directory is not written;
+# - $LTPA_PAUSE_AT ("epoch:N" or "step:N") and $LTPA_PAUSE_MARKER: once
+#   epoch N begins (all of epoch N-1's callbacks, its backup included, are
+#   done) or optimizer step N has ended (its step backup written), write the
+#   marker file and sleep: a test that waits for the marker kills the run at
+#   a known point, never after it has finished.
+FIT_WRAPPER = r"""
+import os, sys, time
+import numpy as np
+devices = int(os.environ.get("LTPA_TF_CPU_DEVICES", "0"))
+if devices:
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import keras
+import fit
+from keras_ltpa import callbacks, training
+
+
+class Pause(keras.callbacks.Callback):
+    def __init__(self, kind, number, marker):
+        super().__init__()
+        self.kind, self.number, self.marker, self.steps = kind, number, marker, 0
+
+    def _pause(self):
+        open(self.marker, "w").close()
+        time.sleep(3600)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.kind == "epoch" and epoch == self.number:
+            self._pause()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.kind == "step" and self.steps == self.number:
+            self._pause()
+
+
+make_callbacks = callbacks.make_callbacks
+
+
+def make_callbacks_with_pause(*args, **kwargs):
+    made = make_callbacks(*args, **kwargs)
+    if os.environ.get("LTPA_PAUSE_AT"):
+        kind, number = os.environ["LTPA_PAUSE_AT"].split(":")
+        made.append(Pause(kind, int(number), os.environ["LTPA_PAUSE_MARKER"]))
+    return made
+
+
+callbacks.make_callbacks = make_callbacks_with_pause
+run_training = training.run_training
+
+
+def run_and_keep_weights(config):
+    result = run_training(config)
+    if os.environ.get("LTPA_WEIGHTS_OUT"):
+        np.savez(os.environ["LTPA_WEIGHTS_OUT"], *result["model"].get_weights())
+    return result
+
+
+training.run_training = run_and_keep_weights
+sys.exit(fit.main(sys.argv[2:]))
+"""
+
+
+def write_fit_wrapper(folder):
+    """Writes `FIT_WRAPPER` into `folder`; returns its path."""
+    path = pathlib.Path(folder) / "run_fit.py"
+    path.write_text(FIT_WRAPPER)
+    return path
+
+
+def run_until_marker(command, env, marker, log_path, timeout):
+    """Starts `command` (a `FIT_WRAPPER` run with $LTPA_PAUSE_AT), waits for
+    it to write `marker`, then kills it (SIGKILL). Returns True when it
+    paused there, False when it exited or timed out first."""
+    import signal
+    import subprocess
+
+    env = dict(env, LTPA_PAUSE_MARKER=str(marker))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            paused = wait_for(lambda: os.path.exists(marker), process, timeout)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+    return paused
+
+
+# Messages of a coordinator that could not bind its port (another process
+# took the free port between the test's probe and the bind).
+BIND_FAILURES = ("Address already in use", "Failed to bind", "bind failed")
+
+
+def free_port():
+    """A TCP port that was free on 127.0.0.1 a moment ago (it may be taken
+    again before use: callers retry on `BIND_FAILURES`)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

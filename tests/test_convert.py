@@ -6,6 +6,7 @@ import pytest
 import keras_ltpa
 from keras_ltpa import convert
 from tests.conftest import FIXTURES_DIR
+from tests.conftest import require_package
 
 FIXTURES = [
     ("before", "softmax"),
@@ -67,7 +68,8 @@ def test_every_reference_parameter_lands_once():
 
 
 def test_torch_pt_file_loads(tmp_path):
-    torch = pytest.importorskip("torch", reason="reading .pt files needs PyTorch")
+    require_package("torch", "torch")  # Reading .pt files needs PyTorch.
+    import torch
     fixture = np.load(fixture_path("after", "softmax"))
     state_dict = {
         "module." + key[len("state_dict/") :]: torch.from_numpy(fixture[key])

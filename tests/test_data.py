@@ -287,3 +287,12 @@ def test_pixel_statistics_are_the_per_channel_mean_and_std():
     assert std[2] == 1e-3
     with pytest.raises(data.DataError, match="no images"):
         data.pixel_statistics([])
+
+
+def test_cache_gives_the_same_pixels(image_folder):
+    plain, _ = data.load_dataset("test", data_dir=image_folder, batch_size=4)
+    cached, _ = data.load_dataset("test", data_dir=image_folder, batch_size=4, cache=True)
+    for _ in range(2):  # The first pass fills the cache, the second reads it.
+        for (a, la), (b, lb) in zip(plain, cached):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+            np.testing.assert_array_equal(la.numpy(), lb.numpy())

@@ -12,8 +12,6 @@ others skip it) and is bounded by a timeout.
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +22,12 @@ import pytest
 
 from keras_ltpa import distribution as ltpa_distribution
 from keras_ltpa import runs
+from tests.conftest import BIND_FAILURES
 from tests.conftest import backed_up_epochs
+from tests.conftest import free_port
+from tests.conftest import run_until_marker
 from tests.conftest import run_fit as fit
-from tests.conftest import wait_for
+from tests.conftest import write_fit_wrapper
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(REPO_ROOT, "training", "fit.py")
@@ -117,35 +118,6 @@ with open(os.path.join(out, "result.json"), "w") as f:
     json.dump(result, f)
 '''
 
-# Runs training/fit.py's main() after an optional split of the CPU into
-# logical TensorFlow devices ($LTPA_TF_CPU_DEVICES), and saves the trained
-# weights of this process to $LTPA_WEIGHTS_OUT (even where the run
-# directory is not written).
-FIT_WRAPPER = r'''
-import os, sys
-import numpy as np
-devices = int(os.environ.get("LTPA_TF_CPU_DEVICES", "0"))
-if devices:
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-sys.path.insert(0, os.path.dirname(sys.argv[1]))
-import fit
-from keras_ltpa import training
-run_training = training.run_training
-
-def run_and_keep_weights(config):
-    result = run_training(config)
-    if os.environ.get("LTPA_WEIGHTS_OUT"):
-        np.savez(os.environ["LTPA_WEIGHTS_OUT"], *result["model"].get_weights())
-    return result
-
-training.run_training = run_and_keep_weights
-sys.exit(fit.main(sys.argv[2:]))
-'''
-
-
 def _env(**extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.update(extra)
@@ -163,10 +135,41 @@ def _run_script(tmp_path, script, args, env, timeout=TIMEOUT_S):
     return result
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def run_process_group(tmp_path, wrapper, data_dir, flags, run_dirs=("run0", "run1"), attempts=3):
+    """Runs fit.py as a two-process JAX group on 127.0.0.1 (process i writes
+    to run_dirs[i], its weights to w<i>.npz). A coordinator that cannot bind
+    its free port (taken between the probe and the bind) is retried on
+    another. Returns each process' output and exit code."""
+    for attempt in range(attempts):
+        address = f"127.0.0.1:{free_port()}"
+        processes, logs = [], []
+        try:
+            for rank in (0, 1):
+                command = [
+                    sys.executable, str(wrapper), FIT, "--data-dir", str(data_dir),
+                    "--output-dir", str(tmp_path / run_dirs[rank]),
+                    "--strategy", "multi_worker", "--coordinator-address", address,
+                    "--num-processes", "2", "--process-id", str(rank),
+                ] + flags + TINY
+                log = open(tmp_path / f"process{rank}.log", "w")
+                logs.append(log)
+                env = _env(KERAS_BACKEND="jax", LTPA_WEIGHTS_OUT=str(tmp_path / f"w{rank}.npz"))
+                processes.append(
+                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                )
+            deadline = time.time() + TIMEOUT_S
+            for process in processes:
+                process.wait(timeout=max(1, deadline - time.time()))
+        finally:
+            for process in processes:
+                _stop(process)
+            for log in logs:
+                log.close()
+        outputs = [(tmp_path / f"process{rank}.log").read_text() for rank in (0, 1)]
+        codes = [process.returncode for process in processes]
+        if not any(failure in output for output in outputs for failure in BIND_FAILURES):
+            return outputs, codes
+    return outputs, codes
 
 
 def _stop(process):
@@ -340,36 +343,11 @@ def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
 @pytest.mark.slow
 @jax_only
 def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_cifar_folder, tmp_path):
-    wrapper = tmp_path / "run_fit.py"
-    wrapper.write_text(FIT_WRAPPER)
-    address = f"127.0.0.1:{_free_port()}"
-    processes, logs = [], []
-    try:
-        for rank in (0, 1):
-            command = [
-                sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_cifar_folder),
-                "--output-dir", str(tmp_path / f"run{rank}"), "--epochs", "2",
-                "--steps-per-epoch", "2", "--no-export", "--verbose", "2",
-                "--strategy", "multi_worker", "--coordinator-address", address,
-                "--num-processes", "2", "--process-id", str(rank),
-            ] + TINY
-            log = open(tmp_path / f"process{rank}.log", "w")
-            logs.append(log)
-            env = _env(KERAS_BACKEND="jax", LTPA_WEIGHTS_OUT=str(tmp_path / f"w{rank}.npz"))
-            processes.append(
-                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            )
-        deadline = time.time() + TIMEOUT_S
-        for process in processes:
-            process.wait(timeout=max(1, deadline - time.time()))
-    finally:
-        for process in processes:
-            _stop(process)
-        for log in logs:
-            log.close()
-    outputs = [(tmp_path / f"process{rank}.log").read_text() for rank in (0, 1)]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-4000:]
+    wrapper = write_fit_wrapper(tmp_path)
+    flags = ["--epochs", "2", "--steps-per-epoch", "2", "--no-export", "--verbose", "2"]
+    outputs, codes = run_process_group(tmp_path, wrapper, tiny_cifar_folder, flags)
+    for code, output in zip(codes, outputs):
+        assert code == 0, output[-4000:]
 
     # Both processes end with the same weights, bit for bit.
     weights = [np.load(tmp_path / f"w{rank}.npz") for rank in (0, 1)]
@@ -397,8 +375,7 @@ def test_two_jax_processes_train_together_and_only_the_chief_writes(tiny_cifar_f
 @pytest.mark.slow
 @pytest.mark.tf_only
 def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
-    wrapper = tmp_path / "run_fit.py"
-    wrapper.write_text(FIT_WRAPPER)
+    wrapper = write_fit_wrapper(tmp_path)
     run_dir = tmp_path / "run"
     command = [
         sys.executable, str(wrapper), FIT, "--data-dir", str(tiny_cifar_folder),
@@ -408,15 +385,14 @@ def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
     ] + TINY
     env = _env(KERAS_BACKEND="tensorflow", LTPA_TF_CPU_DEVICES="2")
 
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_for(lambda: backed_up_epochs(run_dir) >= 1, first, TIMEOUT_S)
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
+    # Killed as epoch 2 begins, epoch 1 and its backup done.
+    paused = run_until_marker(
+        command, dict(env, LTPA_PAUSE_AT="epoch:1"), tmp_path / "paused",
+        tmp_path / "first.log", TIMEOUT_S,
+    )
+    assert paused, (tmp_path / "first.log").read_text()[-3000:]
     done = backed_up_epochs(run_dir)
-    assert 1 <= done < 3, (tmp_path / "first.log").read_text()[-3000:]
+    assert done == 1
     kept = runs.read_history(run_dir / "history.csv")[:done]
     assert len(kept) == done and not (run_dir / "metrics.json").exists()
     config = json.loads((run_dir / "config.json").read_text())
@@ -440,3 +416,39 @@ def test_mirrored_run_killed_mid_way_resumes(tiny_cifar_folder, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["test_examples"] == 8
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.slow
+@jax_only
+def test_two_jax_processes_resume_from_the_chief_s_backup(tiny_cifar_folder, tmp_path):
+    """Both processes share one run directory: a second command with more
+    epochs restores the chief's backup in both (they end equal, and the
+    history continues); a process that sees another backup stops both with
+    the documented error instead of a hang."""
+    wrapper = write_fit_wrapper(tmp_path)
+    flags = ["--steps-per-epoch", "2", "--no-export", "--verbose", "2", "--overlay-images", "0"]
+    shared = ("run", "run")
+    outputs, codes = run_process_group(
+        tmp_path, wrapper, tiny_cifar_folder, ["--epochs", "1"] + flags, shared
+    )
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    outputs, codes = run_process_group(
+        tmp_path, wrapper, tiny_cifar_folder, ["--epochs", "2"] + flags, shared
+    )
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    for output in outputs:
+        epochs = [line.split()[1] for line in output.splitlines() if line.startswith("Epoch ")]
+        assert epochs in ([], ["2/2"])  # Only the chief prints; it resumed.
+    assert "epoch 2/2" in outputs[0] and "epoch 1/2" not in outputs[0]
+    weights = [np.load(tmp_path / f"w{rank}.npz") for rank in (0, 1)]
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    assert [int(r["epoch"]) for r in runs.read_history(tmp_path / "run" / "history.csv")] == [0, 1]
+
+    # Process 1 looks at a folder without the chief's backup.
+    outputs, codes = run_process_group(
+        tmp_path, wrapper, tiny_cifar_folder, ["--epochs", "3"] + flags, ("run", "elsewhere")
+    )
+    assert codes[0] != 0 and codes[1] != 0
+    for output in outputs:
+        assert "The processes see different backups" in output, output[-3000:]

@@ -21,6 +21,7 @@ from tests.conftest import SERVING_CLASS_NAMES
 from tests.conftest import SERVING_WIDTH
 from tests.conftest import keras_outputs
 from tests.conftest import max_abs
+from tests.conftest import max_relative
 from tests.conftest import png_bytes
 from tests.conftest import require_backend_package
 from tests.conftest import tiny_model
@@ -38,23 +39,24 @@ def test_serving_default_matches_keras(serving_model, serving_loaded):
 
     expected = keras_outputs(serving_model, PROBE_IMAGES)
     top3 = np.argsort(-expected["probabilities"], axis=1)[:, :3]
+    # Unfolded: the same float32 graph, a few eps of values <= 1. Folded:
+    # within the fold tolerance of each output's peak (folding.FOLD_TOLERANCE).
     for key, tolerance in (("unfolded", 1e-5), ("folded", folding.FOLD_TOLERANCE)):
         out = serving_loaded[key].signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
         out = {name: value.numpy() for name, value in out.items()}
+        compare = max_abs if key == "unfolded" else max_relative
         assert out["probabilities"].dtype == np.float32
-        assert max_abs(out["probabilities"], expected["probabilities"]) <= tolerance
+        assert compare(out["probabilities"], expected["probabilities"]) <= tolerance
         for j, size in ((1, 32), (2, 16), (3, 8)):
             attention = out[f"attention_{j}"]
             assert attention.shape == (3, size, size)
-            assert max_abs(attention, expected[f"attention_{j}"]) <= tolerance
+            assert compare(attention, expected[f"attention_{j}"]) <= tolerance
             np.testing.assert_allclose(attention.sum(axis=(1, 2)), 1.0, atol=1e-5)
             full = tf.image.resize(expected[f"attention_{j}"][..., None], (32, 32))[..., 0]
             assert out[f"attention_{j}_full"].shape == (3, 32, 32)
-            assert max_abs(out[f"attention_{j}_full"], full) <= tolerance
+            assert compare(out[f"attention_{j}_full"], full) <= tolerance
         np.testing.assert_array_equal(out["classes"], top3)
-        np.testing.assert_allclose(
-            out["scores"], np.take_along_axis(expected["probabilities"], top3, 1), atol=tolerance
-        )
+        assert compare(out["scores"], np.take_along_axis(expected["probabilities"], top3, 1)) <= tolerance
         names = np.array(SERVING_CLASS_NAMES, dtype=object)[top3]
         assert [[n.decode() for n in row] for row in out["class_names"]] == names.tolist()
 
@@ -77,7 +79,6 @@ def test_folded_export_is_as_accurate_as_keras(serving_model, serving_loaded, se
         metadata = json.load(f)
     assert metadata["batch_norm_folded"] is True
     assert len(metadata["folded_layers"]) == 15
-    assert metadata["fold_max_difference"] <= folding.FOLD_TOLERANCE
     assert metadata["class_names"] == SERVING_CLASS_NAMES and metadata["top_k"] == 3
 
 
@@ -159,11 +160,22 @@ def test_mixed_precision_model_exports(tmp_path):
     folded = export.export_saved_model(model, tmp_path)
     with open(os.path.join(folded, export.METADATA_FILE)) as f:
         metadata = json.load(f)
-    assert metadata["batch_norm_folded"] is True
-    assert (
-        metadata["fold_max_difference"] <= folding.FOLD_TOLERANCE
-        or metadata["folded_float32_error"] <= 2 * metadata["keras_float32_error"]
-    )
+    assert metadata["batch_norm_folded"] is True and len(metadata["folded_layers"]) == 15
+    # bfloat16 outputs of this tiny model are too noisy to tell a wrong fold
+    # (its maps are near one-hot): check the exported bfloat16 graph's
+    # weights against the batch-norm algebra, computed here in float64.
+    exported = {v.name: v.numpy() for v in tf.saved_model.load(folded).variables}
+    for name in metadata["folded_layers"]:
+        conv, bn = model.get_layer(name), model.get_layer(name.replace("conv", "bn"))
+        weights = {w.path.split("/")[-1]: np.asarray(w.numpy(), "float64") for w in bn.weights}
+        scale = weights["gamma"] / np.sqrt(weights["moving_variance"] + bn.epsilon)
+        kernel = np.asarray(conv.kernel.numpy(), "float64") * scale
+        bias = (np.asarray(conv.bias.numpy(), "float64") - weights["moving_mean"]) * scale
+        bias += weights["beta"]
+        # Folded in float64 and stored as float32 variables: one rounding.
+        eps = np.finfo("float32").eps
+        np.testing.assert_allclose(exported[f"{name}/kernel:0"], kernel, rtol=eps, atol=eps * np.abs(kernel).max())
+        np.testing.assert_allclose(exported[f"{name}/bias:0"], bias, rtol=eps, atol=eps * np.abs(bias).max())
 
 
 # === TF Serving's view ===
@@ -280,7 +292,7 @@ def test_bad_bytes_name_the_problem_and_the_model_recovers(serving_loaded):
     png = png_bytes(PROBE_IMAGES[0])
     cases = [
         ([png, b"not an image", png, b"GIF89a..."], r"JPEG or PNG.*\] \[1 3\]"),
-        ([png[:60]], r"(?i)png"),  # a truncated file
+        ([png[:60]], r"truncated PNG.*\[0\]"),
         ([], r"empty batch"),
     ]
     for files, message in cases:
@@ -392,11 +404,17 @@ SAVE_SCRIPT = textwrap.dedent(
 
 
 def exported_outputs(path):
+    """Both signatures' outputs on PROBE_IMAGES (as lossless PNGs for
+    serve_bytes, so both see the same pixels)."""
     import tensorflow as tf
 
     saved = tf.saved_model.load(path)
-    out = saved.signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
-    return {key: value.numpy() for key, value in out.items()}
+    by_pixels = saved.signatures["serving_default"](images=tf.constant(PROBE_IMAGES))
+    files = tf.constant([png_bytes(image) for image in PROBE_IMAGES])
+    by_bytes = saved.signatures["serve_bytes"](image_bytes=files)
+    return [
+        {key: value.numpy() for key, value in out.items()} for out in (by_pixels, by_bytes)
+    ]
 
 
 @pytest.mark.parametrize("trained_under", ["jax", "torch"])
@@ -432,13 +450,14 @@ def test_model_from_another_backend_exports(trained_under, serving_model, tmp_pa
         )
     assert path == str(tmp_path / "saved" / "ltpa" / "1")
     expected = dict(np.load(reference))
-    out = exported_outputs(path)
-    # Another backend's float32 kernels plus folding: float32 noise only.
-    assert max_abs(out["probabilities"], expected["probabilities"]) <= folding.FOLD_TOLERANCE
-    for j in (1, 2, 3):
-        assert max_abs(out[f"attention_{j}"], expected[f"attention_{j}"]) <= folding.FOLD_TOLERANCE
-    names = [[n.decode() for n in row] for row in out["class_names"]]
-    assert names[0][0] == SERVING_CLASS_NAMES[int(np.argmax(expected["probabilities"][0]))]
+    for out in exported_outputs(path):  # serving_default, then serve_bytes
+        # Another backend's float32 kernels plus folding: float32 noise
+        # only, within the fold tolerance of each output's peak.
+        assert max_relative(out["probabilities"], expected["probabilities"]) <= folding.FOLD_TOLERANCE
+        for j in (1, 2, 3):
+            assert max_relative(out[f"attention_{j}"], expected[f"attention_{j}"]) <= folding.FOLD_TOLERANCE
+        names = [[n.decode() for n in row] for row in out["class_names"]]
+        assert names[0][0] == SERVING_CLASS_NAMES[int(np.argmax(expected["probabilities"][0]))]
 
 
 def test_other_backend_errors_come_back_as_value_errors(tmp_path):

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -17,7 +16,8 @@ from keras_ltpa import runs
 from tests.conftest import FIT_SCRIPT as FIT
 from tests.conftest import backed_up_epochs
 from tests.conftest import run_fit as fit
-from tests.conftest import wait_for
+from tests.conftest import run_until_marker
+from tests.conftest import write_fit_wrapper
 
 # XLA is what makes JAX fast; elsewhere compiling costs more than it saves
 # on these tiny runs.
@@ -165,37 +165,41 @@ def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsy
     assert json.loads(again[-1])["test_accuracy"] == pytest.approx(metrics["accuracy"])
 
 
+def _fit_command(wrapper, data_dir, run_dir, *flags):
+    return [
+        sys.executable, str(wrapper), FIT, "--data-dir", str(data_dir),
+        "--output-dir", str(run_dir), "--verbose", "2", *map(str, flags),
+    ] + TINY
+
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+
 @pytest.mark.slow
 def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_path):
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable, FIT, "--data-dir", str(tiny_cifar_folder), "--output-dir",
-        str(run_dir), "--epochs", "4", "--steps-per-epoch", "3",
-        "--overlay-images", "0", "--verbose", "2", "--precision", "float32",
-    ] + TINY
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            backed_up = wait_for(lambda: backed_up_epochs(run_dir) >= 1, first, 400)
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-    assert backed_up, (tmp_path / "first.log").read_text()[-3000:]
+    wrapper = write_fit_wrapper(tmp_path)
+    command = _fit_command(
+        wrapper, tiny_cifar_folder, run_dir, "--epochs", 4, "--steps-per-epoch", 3,
+        "--overlay-images", 0, "--precision", "float32",
+    )
+    # Killed as epoch 3 begins: epochs 1-2 and their backup are done.
+    paused = run_until_marker(
+        command, dict(ENV, LTPA_PAUSE_AT="epoch:2"), tmp_path / "paused",
+        tmp_path / "first.log", 400,
+    )
+    assert paused, (tmp_path / "first.log").read_text()[-3000:]
     done = backed_up_epochs(run_dir)
-    kept = runs.read_history(run_dir / "history.csv")[:done]
-    assert 1 <= done < 4 and len(kept) == done
+    kept = runs.read_history(run_dir / "history.csv")
+    assert done == 2 and len(kept) == 2
     assert not (run_dir / "metrics.json").exists()
 
-    second = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=600
-    )
+    second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     epochs_run = [
         line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
     ]
-    assert epochs_run[0] == f"{done + 1}/4"  # Continued, not started over.
+    assert epochs_run == ["3/4", "4/4"]  # Continued, not started over.
     rows = runs.read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
     assert rows[:done] == kept  # The finished epochs' history is untouched.
@@ -208,3 +212,128 @@ def test_resumes_after_sigkill_keeping_finished_epochs(tiny_cifar_folder, tmp_pa
     assert (run_dir / "checkpoints" / "best.keras").exists()
     assert os.path.exists(os.path.join(summary["export"], "saved_model.pb"))
     assert not list(run_dir.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_save_freq_resume_restarts_the_epoch_with_the_step_s_weights(tiny_cifar_folder, tmp_path):
+    """Backed up every 2 steps, killed right after step 5 (mid-epoch 2 of 3
+    steps each): the rerun restores step 5's weights and optimizer state and
+    trains epoch 2 again from its first batch, so the optimizer ends at
+    5 + 3 + 3 = 11 steps (an epoch-end restore would give 9)."""
+    run_dir = tmp_path / "run"
+    wrapper = write_fit_wrapper(tmp_path)
+    command = _fit_command(
+        wrapper, tiny_cifar_folder, run_dir, "--epochs", 3, "--steps-per-epoch", 3,
+        "--save-freq", 1, "--overlay-images", 0, "--no-export", "--precision", "float32",
+    )
+    paused = run_until_marker(
+        command, dict(ENV, LTPA_PAUSE_AT="step:5"), tmp_path / "paused",
+        tmp_path / "first.log", 400,
+    )
+    assert paused, (tmp_path / "first.log").read_text()[-3000:]
+    metadata = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 1  # Inside the second epoch.
+    assert len(runs.read_history(run_dir / "history.csv")) == 1
+
+    second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    epochs_run = [
+        line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
+    ]
+    assert epochs_run == ["2/3", "3/3"]
+    rows = runs.read_history(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]  # No duplicate row.
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 11
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, tmp_path):
+    """Through the CLI: train, kill, resume, log the learning rate, save and
+    export in mixed precision, with the flags no other test passes."""
+    import tensorflow as tf
+
+    run_dir, export_dir = tmp_path / "run", tmp_path / "serving"
+    wrapper = write_fit_wrapper(tmp_path)
+    command = _fit_command(
+        wrapper, tiny_cifar_folder, run_dir, "--epochs", 2, "--steps-per-epoch", 2,
+        "--precision", precision, "--lr-decay-epochs", 1, "--lr-decay-factor", 0.5,
+        "--momentum", 0.8, "--weight-decay", 1e-3, "--weight-decay-mode", "coupled",
+        "--dropout", 0.25, "--no-tensorboard", "--image-size", 64,
+        "--export-name", "demo", "--export-dir", export_dir,
+    )
+    paused = run_until_marker(
+        command, dict(ENV, LTPA_PAUSE_AT="epoch:1"), tmp_path / "paused",
+        tmp_path / "first.log", 400,
+    )
+    assert paused, (tmp_path / "first.log").read_text()[-3000:]
+    second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    rows = runs.read_history(run_dir / "history.csv")
+    # The step schedule inside a real fit: halved after each epoch.
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.1, 0.05])
+    assert not (run_dir / "tensorboard").exists()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["precision_policy"] == precision
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert model.dtype_policy.name == precision and model.input_shape == (None, 64, 64, 3)
+    assert model.get_layer("block6_dropout").rate == 0.25
+    optimizer = model.optimizer
+    if precision == "mixed_float16":  # Loss scaling wraps the coupled-decay SGD.
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        optimizer = optimizer.inner_optimizer
+    assert isinstance(optimizer, optimizers.CoupledWeightDecaySGD)
+    assert optimizer.momentum == pytest.approx(0.8)
+    assert optimizer.l2_weight_decay == pytest.approx(1e-3)
+
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["export"] == str(export_dir / "demo" / "1")
+    saved = tf.saved_model.load(summary["export"])
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    out = saved.signatures["serving_default"](images=tf.constant(images))
+    assert out["probabilities"].dtype == tf.float32
+    expected = keras.ops.convert_to_numpy(
+        keras.ops.softmax(keras.ops.cast(model(images.astype("float32")), "float32"))
+    )
+    # Both run the model in 16-bit floats (unit roundoff 2^-11 for float16,
+    # 2^-8 for bfloat16), one with batch norm folded: logits agree to ~20
+    # layers of that rounding, probabilities to ~20 * u (0.5 % and 8 %).
+    unit = {"mixed_float16": 2.0**-11, "mixed_bfloat16": 2.0**-8}[precision]
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=20 * unit)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_exit_code_1(tiny_cifar_folder, tmp_path, capsys):
+    argv = [
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(tmp_path / "run"),
+        "--epochs", "3", "--steps-per-epoch", "3", "--learning-rate", "1e6",
+        "--no-export", "--no-tensorboard", "--verbose", "0", "--precision", "float32",
+    ] + TINY
+    assert fit.main(argv) == 1
+    lines = [line for line in _error_lines(capsys.readouterr().err) if "error" in line]
+    assert lines == [
+        "fit.py: error: Training stopped: the loss became NaN/inf (TerminateOnNaN). "
+        "Try a lower --learning-rate or --precision float32."
+    ]
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+def test_batch_augmentations_train_with_soft_labels(tiny_cifar_folder, tmp_path, capsys):
+    """mixup, cutmix and randaugment through fit: soft labels, categorical
+    cross-entropy, and the TensorBoard attention grid from the soft batch."""
+    run_dir = tmp_path / "run"
+    argv = [
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "2", "--augment", "mixup,cutmix,randaugment",
+        "--cache", "--overlay-images", "2", "--no-export", "--verbose", "0",
+        "--precision", "float32",
+    ] + TINY
+    assert fit.main(argv) == 0
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert np.isfinite(float(runs.read_history(run_dir / "history.csv")[0]["loss"]))
+    assert "attention" in _tensorboard_tags(run_dir / "tensorboard")["attention"]

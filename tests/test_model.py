@@ -299,10 +299,24 @@ def test_keras_file_loads_under_another_backend(tmp_path):
     assert sorted(actual.files) == sorted(expected)
     for key in expected:
         if key.startswith("scores_"):
-            # Raw pre-softmax scores reach |c| ~ 10 after a training step; they
-            # agree to float32 rounding (relative), not to an absolute 1e-5.
-            np.testing.assert_allclose(actual[key], expected[key], rtol=1e-5, atol=1e-5)
+            # The raw scores c_i = <u, l_i> + <u, g> are compared up to a
+            # per-image constant: <u, g> shifts a whole map, the softmax
+            # cancels it, and another backend's float32 kernels may shift it
+            # by its rounding (seen: 1.2e-5 on an AVX2-only CPU). What is
+            # left, <u, l_i>, is a dot product over the C channels: float32
+            # exact to about C * eps * sum|terms|, bounded by the map's scale.
+            def centred(scores):
+                return scores - scores.mean(axis=(1, 2), keepdims=True)
+
+            channels = backbones.scaled_width(512, WIDTH)
+            scale = np.abs(centred(expected[key])).max()
+            bound = channels * np.finfo("float32").eps * scale
+            np.testing.assert_allclose(
+                centred(actual[key]), centred(expected[key]), atol=bound, rtol=0
+            )
         else:
+            # Probabilities and maps in [0, 1]: float32 rounding of the
+            # softmax, a few eps of values <= 1.
             np.testing.assert_allclose(actual[key], expected[key], atol=1e-5, rtol=0)
 
 
