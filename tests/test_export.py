@@ -450,6 +450,12 @@ def test_model_from_another_backend_exports(trained_under, serving_model, tmp_pa
         )
     assert path == str(tmp_path / "saved" / "ltpa" / "1")
     expected = dict(np.load(reference))
+    import tensorflow as tf
+
+    saved = tf.saved_model.load(path)
+    for name, key in (("serving_default", "images"), ("serve_bytes", "image_bytes")):
+        spec = saved.signatures[name].structured_input_signature[1][key]
+        assert spec.shape[0] is None  # A dynamic batch, whatever backend trained it.
     for out in exported_outputs(path):  # serving_default, then serve_bytes
         # Another backend's float32 kernels plus folding: float32 noise
         # only, within the fold tolerance of each output's peak.
@@ -467,3 +473,55 @@ def test_other_backend_errors_come_back_as_value_errors(tmp_path):
     corrupt.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="Cannot load the Keras model"):
         export.export_saved_model(str(corrupt), tmp_path)
+
+
+def _batching_parameters_class():
+    """TF Serving's BatchingParameters message (session_bundle_config.proto),
+    defined here from its fields: tensorflow-serving-api does not ship it."""
+    from google.protobuf import descriptor_pb2
+    from google.protobuf import descriptor_pool
+    from google.protobuf import message_factory
+    from google.protobuf import wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
+    pool.Add(wrappers)
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="batching.proto", package="tensorflow.serving",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    message = proto.message_type.add(name="BatchingParameters")
+    field = descriptor_pb2.FieldDescriptorProto
+    for number, (name, kind) in enumerate([
+        ("max_batch_size", ".google.protobuf.Int64Value"),
+        ("batch_timeout_micros", ".google.protobuf.Int64Value"),
+        ("max_enqueued_batches", ".google.protobuf.Int64Value"),
+        ("num_batch_threads", ".google.protobuf.Int64Value"),
+        ("thread_pool_name", ".google.protobuf.StringValue"),
+    ], start=1):
+        message.field.add(name=name, number=number, type=field.TYPE_MESSAGE,
+                          type_name=kind, label=field.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64,
+                      label=field.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
+                      label=field.LABEL_OPTIONAL)
+    pool.Add(proto)
+    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    return message_factory.GetMessageClass(descriptor)
+
+
+def test_batching_parameters_file_parses_and_fits_the_export_limits():
+    from google.protobuf import text_format
+
+    from keras_ltpa.signatures import DEFAULT_MAX_BATCH_SIZE
+
+    path = os.path.join(os.path.dirname(__file__), "..", "saved_models", "batching_parameters.txt")
+    with open(path) as file:
+        parameters = text_format.Parse(file.read(), _batching_parameters_class()())
+    assert 1 <= parameters.max_batch_size.value <= DEFAULT_MAX_BATCH_SIZE
+    # TF Serving requires the last allowed size to be max_batch_size, ascending.
+    sizes = list(parameters.allowed_batch_sizes)
+    assert sizes == sorted(sizes) and sizes[-1] == parameters.max_batch_size.value
+    assert parameters.batch_timeout_micros.value > 0
+    assert parameters.num_batch_threads.value >= 1

@@ -1,0 +1,265 @@
+"""The serving graph under hostile requests: limits read from file headers
+before decoding, every kind of bad input refused with its reason, and the
+same loaded model answering the next good request (TensorFlow backend)."""
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ltpa import export
+from keras_ltpa import images
+from keras_ltpa import signatures
+from tests.conftest import PROBE_IMAGES
+from tests.conftest import png_bytes
+
+tf_only = pytest.mark.tf_only
+
+
+def png_declaring(width, height):
+    """A valid all-black RGB PNG of width x height pixels, compressed while
+    written (a 10000 x 10000 image is ~300 KB of file, 300 MB of pixels)."""
+    def chunk(kind, data):
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)  # Filter byte 0, then black pixels.
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (
+        signatures.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_declaring(width, height):
+    """A small real JPEG whose frame header claims width x height."""
+    buffer = io.BytesIO()
+    Image.fromarray(PROBE_IMAGES[0]).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b"\xff\xc0")  # Baseline frame: length(2) precision(1) height(2) width(2).
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def encoded(image, kind, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+def hostile_requests():
+    """(signature, input, expected message) for every kind of bad request."""
+    good_png = png_bytes(PROBE_IMAGES[0])
+    jpeg = encoded(PROBE_IMAGES[1], "JPEG")
+    gif = encoded(PROBE_IMAGES[0], "GIF")
+    return [
+        ("serve_bytes", [png_declaring(10000, 10000)], r"above the limit of 16777216 pixels.*\[0\] \[\[10000 10000\]\]"),
+        ("serve_bytes", [good_png, jpeg_declaring(20000, 30000)], r"above the limit of 16777216 pixels.*\[1\] \[\[30000 20000\]\]"),
+        ("serve_bytes", [good_png] * 65, r"more than 64 images.*\[65\]"),
+        ("serve_bytes", [b"this is not an image"], r"JPEG or PNG.*\[0\]"),
+        ("serve_bytes", [good_png, gif], r"JPEG or PNG.*\[1\]"),
+        ("serve_bytes", [good_png, b""], r"empty string.*\[1\]"),
+        ("serve_bytes", [good_png[:-20]], r"truncated PNG.*\[0\]"),
+        ("serve_bytes", [good_png[:20]], r"truncated PNG.*\[0\]"),
+        ("serve_bytes", [jpeg[: len(jpeg) // 2]], r"Invalid JPEG data"),
+        ("serve_bytes", [], r"empty batch"),
+        ("serving_default", np.zeros((65, 32, 32, 3), np.uint8), r"more than 64 images.*\[65\]"),
+        ("serving_default", np.zeros((1, 16, 32, 3), np.uint8), r"32x32 pixels.*\[16\] \[32\]"),
+        ("serving_default", np.zeros((1, 32, 32, 4), np.uint8), r"3 channels.*\[4\]"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def limited(serving_loaded):
+    return serving_loaded["folded"]
+
+
+def call(saved, signature, value):
+    import tensorflow as tf
+
+    name = "image_bytes" if signature == "serve_bytes" else "images"
+    dtype = tf.string if signature == "serve_bytes" else tf.uint8
+    outputs = saved.signatures[signature](**{name: tf.constant(value, dtype)})
+    return {key: tensor.numpy() for key, tensor in outputs.items()}
+
+
+@tf_only
+def test_each_hostile_request_is_refused_and_the_model_recovers(limited):
+    import tensorflow as tf
+
+    good = call(limited, "serving_default", PROBE_IMAGES[:1])
+    for signature, value, message in hostile_requests():
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call(limited, signature, value)
+        again = call(limited, "serving_default", PROBE_IMAGES[:1])
+        np.testing.assert_array_equal(again["probabilities"], good["probabilities"])
+
+
+@tf_only
+def test_accepted_formats_give_the_training_pixels(limited):
+    """16-bit PNGs, CMYK JPEGs and animated PNGs are answered as
+    keras_ltpa.images decodes them (the first frame of an APNG)."""
+    import tensorflow as tf
+
+    wide = (PROBE_IMAGES[0].astype(np.uint16) * 257)[..., 0]  # 16-bit greyscale
+    frames = [Image.fromarray(PROBE_IMAGES[0]), Image.fromarray(PROBE_IMAGES[2])]
+    apng = io.BytesIO()
+    frames[0].save(apng, "PNG", save_all=True, append_images=frames[1:])
+    files = [
+        encoded(wide, "PNG"),
+        _cmyk_jpeg(PROBE_IMAGES[1]),
+        apng.getvalue(),
+    ]
+    out = call(limited, "serve_bytes", files)
+    pixels = np.stack([
+        images.resize_image(images.decode_image(tf.constant(data)), (32, 32)).numpy()
+        for data in files
+    ])
+    np.testing.assert_array_equal(pixels[2], PROBE_IMAGES[0])  # The first frame.
+    expected = call(limited, "serving_default", pixels)
+    # The same uint8 pixels through the same graph: equal up to the order
+    # of float32 operations in a batch of another size.
+    np.testing.assert_allclose(out["probabilities"], expected["probabilities"], atol=1e-6)
+
+
+def _cmyk_jpeg(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert("CMYK").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@tf_only
+def test_limits_are_set_at_export_and_recorded(serving_model, tmp_path):
+    import tensorflow as tf
+
+    path = export.export_saved_model(
+        serving_model, tmp_path, max_image_pixels=64 * 64, max_batch_size=2,
+        warmup_requests=False,
+    )
+    metadata = export.read_metadata(path)
+    assert metadata["limits"] == {"max_image_pixels": 4096, "max_batch_size": 2}
+    saved = tf.saved_model.load(path)
+    call(saved, "serve_bytes", [png_declaring(64, 64)])  # At the limit: answered.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"limit of 4096 pixels.*\[\[64 65\]\]"):
+        call(saved, "serve_bytes", [png_declaring(65, 64)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"more than 2 images.*\[3\]"):
+        call(saved, "serving_default", PROBE_IMAGES)
+    unlimited = export.export_saved_model(
+        serving_model, tmp_path, max_image_pixels=None, max_batch_size=None,
+        warmup_requests=False,
+    )
+    assert export.read_metadata(unlimited)["limits"] == {
+        "max_image_pixels": None, "max_batch_size": None,
+    }
+    out = call(tf.saved_model.load(unlimited), "serve_bytes", [png_declaring(300, 200)] * 70)
+    assert out["probabilities"].shape == (70, 10)
+    for bad in (dict(max_image_pixels=0), dict(max_batch_size=1.5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            export.export_saved_model(serving_model, tmp_path, **bad)
+
+
+@tf_only
+def test_exports_of_version_0_1_0_still_load_and_answer():
+    """An export written before limits and warm-up (metadata without a
+    version) loads, answers both signatures, and its metadata reads in the
+    current layout."""
+    import pathlib
+
+    import tensorflow as tf
+
+    path = pathlib.Path(__file__).parent / "fixtures" / "legacy_export" / "1"
+    metadata = export.read_metadata(path)
+    assert metadata["metadata_version"] == export.METADATA_VERSION
+    assert metadata["limits"] == {"max_image_pixels": None, "max_batch_size": None}
+    assert metadata["class_names"] == ["a", "b", "c"]
+    saved = tf.saved_model.load(str(path))
+    by_pixels = call(saved, "serving_default", PROBE_IMAGES[:2])
+    by_bytes = call(saved, "serve_bytes", [png_bytes(image) for image in PROBE_IMAGES[:2]])
+    np.testing.assert_allclose(by_bytes["probabilities"], by_pixels["probabilities"], atol=1e-6)
+    assert by_pixels["class_names"].shape == (2, 3)
+
+
+@tf_only
+def test_concurrent_good_and_hostile_requests(limited):
+    """TF Serving's way: one loaded model, many threads. 8 threads x 50
+    requests, good ones mixed with every hostile kind: each good answer
+    equals the single-threaded one, each bad one gets its error, and the
+    process' peak memory grows by less than decoding one hostile image
+    would take (10000 x 10000 x 3 bytes = 300 MB, before resizing)."""
+    import concurrent.futures
+    import re
+    import resource
+
+    import tensorflow as tf
+
+    good_requests = [
+        ("serving_default", PROBE_IMAGES[:2]),
+        ("serve_bytes", [png_bytes(image) for image in PROBE_IMAGES]),
+    ]
+    expected = [call(limited, s, v)["probabilities"] for s, v in good_requests]
+    hostile = hostile_requests()
+    work = []
+    for index in range(8 * 50):
+        if index % 3 == 0:
+            work.append(("good", index % 2))
+        else:
+            work.append(("bad", index % len(hostile)))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+
+    def run(item):
+        kind, which = item
+        if kind == "good":
+            signature, value = good_requests[which]
+            return kind, which, call(limited, signature, value)["probabilities"]
+        signature, value, message = hostile[which]
+        try:
+            call(limited, signature, value)
+        except tf.errors.InvalidArgumentError as error:
+            return kind, which, re.search(message, str(error)) is not None
+        return kind, which, False
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(run, work))
+    for kind, which, result in results:
+        if kind == "good":
+            # Same inputs, same graph; another thread's batch may run with
+            # other op scheduling: float32 rounding only.
+            np.testing.assert_allclose(result, expected[which], atol=1e-6)
+        else:
+            assert result is True, hostile[which][2]
+    growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert growth_mib < 300, growth_mib
+    # Still serving after the storm.
+    np.testing.assert_allclose(call(limited, *good_requests[0])["probabilities"], expected[0], atol=1e-6)
+
+
+@tf_only
+def test_saved_model_cli_runs_both_signatures(serving_exports, tmp_path):
+    """TensorFlow's own `saved_model_cli run` on the export, not our replay."""
+    import os
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    path = serving_exports["folded"]
+    np.save(tmp_path / "images.npy", PROBE_IMAGES[:2])
+    np.save(tmp_path / "files.npy", np.array([png_bytes(image) for image in PROBE_IMAGES[:2]]))
+    outputs = {}
+    for signature, argument in (
+        ("serving_default", f"images={tmp_path / 'images.npy'}"),
+        ("serve_bytes", f"image_bytes={tmp_path / 'files.npy'}"),
+    ):
+        out_dir = tmp_path / signature
+        result = subprocess.run(
+            [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", signature,
+             "--inputs", argument, "--outdir", str(out_dir)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[signature] = np.load(out_dir / "probabilities.npy")
+    assert outputs["serving_default"].shape == (2, 10)
+    np.testing.assert_allclose(outputs["serve_bytes"], outputs["serving_default"], atol=1e-6)
