@@ -74,20 +74,6 @@ def sample_jpeg():
     return tf.io.encode_jpeg(image).numpy()
 
 
-def latency_ms(call, iterations, warmup):
-    """p50/p99/mean/min of `call()` in milliseconds (it must block)."""
-    timing = measure.time_steps(call, steps=iterations, warmup=warmup)
-    times = [t * 1e3 for t in timing["step_seconds"]]
-    return {
-        "p50_ms": round(measure.percentile(times, 50), 3),
-        "p99_ms": round(measure.percentile(times, 99), 3),
-        "mean_ms": round(float(np.mean(times)), 3),
-        "min_ms": round(min(times), 3),
-        "iterations": iterations,
-        "times_ms": [round(t, 3) for t in times],
-    }
-
-
 def main(argv=None):
     args = parse_args(argv)
     load_at_start = measure.load_average()
@@ -124,7 +110,7 @@ def main(argv=None):
         ("keras_predict_attention_folded",
          keras_ltpa.attention_model(folding.fold_batch_norm(model)[0])),
     ):
-        results[label] = latency_ms(
+        results[label] = measure.latency_ms(
             lambda m=keras_model: m.predict_on_batch(keras_image),
             args.iterations,
             args.warmup,
@@ -139,7 +125,7 @@ def main(argv=None):
             loaded = tf.saved_model.load(path)
             serving = loaded.signatures["serving_default"]
             image_tensor = tf.constant(image)
-            results[f"savedmodel_{label}_serving_default"] = latency_ms(
+            results[f"savedmodel_{label}_serving_default"] = measure.latency_ms(
                 lambda: serving(images=image_tensor)["probabilities"].numpy(),
                 args.iterations,
                 args.warmup,
@@ -147,7 +133,7 @@ def main(argv=None):
             if fold:
                 serve_bytes = loaded.signatures["serve_bytes"]
                 bytes_tensor = tf.constant([jpeg])
-                results[f"savedmodel_{label}_serve_bytes"] = latency_ms(
+                results[f"savedmodel_{label}_serve_bytes"] = measure.latency_ms(
                     lambda: serve_bytes(image_bytes=bytes_tensor)["probabilities"].numpy(),
                     args.iterations,
                     args.warmup,

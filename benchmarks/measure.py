@@ -220,6 +220,20 @@ def time_steps(step, steps, warmup=1):
     }
 
 
+def latency_ms(call, iterations, warmup):
+    """p50/p99/mean/min of `call()` in milliseconds (it must block)."""
+    timing = time_steps(call, steps=iterations, warmup=warmup)
+    times = [t * 1e3 for t in timing["step_seconds"]]
+    return {
+        "p50_ms": round(percentile(times, 50), 3),
+        "p99_ms": round(percentile(times, 99), 3),
+        "mean_ms": round(statistics.fmean(times), 3),
+        "min_ms": round(min(times), 3),
+        "iterations": iterations,
+        "times_ms": [round(t, 3) for t in times],
+    }
+
+
 def add_rates(timing, batch_size):
     """Adds `images_per_second` (median step) and `..._best` (fastest step)."""
     timing["images_per_second"] = round(batch_size / timing["median_seconds"], 3)

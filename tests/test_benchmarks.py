@@ -306,3 +306,24 @@ def test_compare_smoke(tmp_path):
         assert len(variant["step_seconds"]) == 2
         assert variant["images_per_second_best"] >= variant["images_per_second"] > 0
     assert (tmp_path / f"compare_{keras.backend.backend()}_inference_b2_smoke.json").is_file()
+
+
+@pytest.mark.tf_only
+def test_serving_smoke(tmp_path):
+    import serving
+
+    result = serving.main(["--smoke", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    keys = {
+        f"{signature}_b{batch}_{label}"
+        for signature in ("serving_default", "serve_bytes")
+        for batch in (1, 32)
+        for label in ("limits_on", "limits_off")
+    }
+    assert set(result["latency"]) == keys
+    for name, percent in result["limits_overhead_percent"].items():
+        on, off = (result["latency"][f"{name}_{label}"]["p50_ms"] for label in ("limits_on", "limits_off"))
+        assert percent == pytest.approx((on - off) / off * 100, abs=0.01)
+    load = result["threaded_load"]
+    assert load["requests"] == 4 and load["images_per_second"] > 0
+    assert (tmp_path / "serving_smoke.json").is_file()

@@ -148,6 +148,16 @@ def test_cli_exports_a_run_directory_with_the_run_s_class_names(keras_file, tmp_
         (tmp_path / "out" / "ltpa" / "2" / "assets.extra" / "keras_ltpa.json").read_text()
     )
     assert metadata["class_names"] == ["left", "right"]
+    assert metadata["limits"] == {"max_image_pixels": 16777216, "max_batch_size": 64}
+
+    result = run_cli(named, "--export-dir", tmp_path / "out", "--max-image-pixels", 1024,
+                     "--max-batch-size", 8, "--no-warmup")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads(
+        (tmp_path / "out" / "ltpa" / "3" / "assets.extra" / "keras_ltpa.json").read_text()
+    )
+    assert metadata["limits"] == {"max_image_pixels": 1024, "max_batch_size": 8}
+    assert metadata["warmup"] == {"skipped": "warmup_requests=False"}
 
 
 SAVE_NAMED_MODEL = textwrap.dedent(

@@ -55,6 +55,19 @@ def parse_args(argv=None):
         "list file; default: the model's (or its run's), else the class ids",
     )
     serving.add_argument(
+        "--max-image-pixels", type=cli.positive_int, default=4096 * 4096,
+        help="most pixels (height x width) a serve_bytes file may declare, "
+        "checked from its header before decoding",
+    )
+    serving.add_argument(
+        "--max-batch-size", type=cli.positive_int, default=64,
+        help="most images in one request (both signatures)",
+    )
+    serving.add_argument(
+        "--no-warmup", dest="warmup_requests", action="store_false",
+        help="write no TF Serving warm-up file (assets.extra/tf_serving_warmup_requests)",
+    )
+    serving.add_argument(
         "--no-fold-batch-norm", dest="fold_batch_norm", action="store_false",
         help="keep batch norm layers as they are (default: fold them into the "
         "convolutions, checked for equal outputs)",
@@ -81,6 +94,9 @@ def main(argv=None):
             class_names=runs.class_names_of(model, args.model, args.class_names),
             top_k=args.top_k,
             fold_batch_norm=args.fold_batch_norm,
+            max_image_pixels=args.max_image_pixels,
+            max_batch_size=args.max_batch_size,
+            warmup_requests=args.warmup_requests,
         )
         print(path)
 
