@@ -237,6 +237,24 @@ def profile_tables(results):
     return "\n\n".join(parts)
 
 
+def serving_table(results):
+    rows = []
+    for name, r in results.items():
+        if r.get("benchmark") != "serving":
+            continue
+        for key, percent in r["limits_overhead_percent"].items():
+            signature, batch = key.rsplit("_b", 1)
+            on, off = (r["latency"][f"{key}_{label}"]["p50_ms"] for label in ("limits_on", "limits_off"))
+            rows.append((signature, batch, off, on, f"{percent:+.2f} %"))
+        load = r["threaded_load"]
+        rows.append((
+            f"serve_bytes, {load['threads']} threads x batch 1", "1",
+            "-", f"{load['request_p50_ms']} (p99 {load['request_p99_ms']})",
+            f"{load['images_per_second']} img/s, load {_load(r)}",
+        ))
+    return _table(("signature", "batch", "p50 ms, no limits", "p50 ms, limits", "limits cost"), rows)
+
+
 def write_report(results_dir, readme=None):
     results = load_results(results_dir)
     sections = [
@@ -245,6 +263,7 @@ def write_report(results_dir, readme=None):
          compare_table(results)),
         ("Forward FLOPs and matmul rate", flops_table(results)),
         ("Batch-1 latency: SavedModel signatures vs Keras", latency_table(results)),
+        ("Serving limits and threaded load (serving.py)", serving_table(results)),
         ("Data pipeline (CIFAR-10 JPEGs, paper augmentation)", data_table(results)),
         ("Cost vs input size and batch size", scaling_tables(results)),
         ("Profile: where a step's time goes (TensorFlow)", profile_tables(results)),

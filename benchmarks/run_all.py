@@ -33,8 +33,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 # One configuration may not hold the machine longer than this (seconds).
 RUN_TIMEOUT = 1800
 PARTS = (
-    "throughput", "reference", "compare", "flops", "latency", "data", "scaling",
-    "profile",
+    "throughput", "reference", "compare", "flops", "latency", "serving", "data",
+    "scaling", "profile",
 )
 
 
@@ -105,6 +105,7 @@ def run(args):
             ("latency.py", ["--precision", "mixed_bfloat16", "--skip-unfolded"], "tensorflow"),
             ("latency.py", ["--onednn-bf16-rewrite", "--skip-unfolded"], "tensorflow"),
         ],
+        "serving": [("serving.py", [], "tensorflow")],
         "data": [("data_pipeline.py", ["--results-dir", args.results_dir], "tensorflow")],
         "scaling": [("scaling.py", ["--precision", "float32", "--jit-compile", "off"],
                      "tensorflow")],
