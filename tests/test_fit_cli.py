@@ -272,8 +272,14 @@ def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, t
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
     rows = runs.read_history(run_dir / "history.csv")
-    # The step schedule inside a real fit: halved after each epoch.
-    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.1, 0.05])
+    rates = [float(row["learning_rate"]) for row in rows]
+    if precision == "mixed_bfloat16":
+        # The step schedule inside a real fit: halved after each epoch.
+        assert rates == pytest.approx([0.1, 0.05])
+    else:
+        # Dynamic loss scaling skips the steps whose scaled gradients
+        # overflow, and the schedule follows the applied steps.
+        assert rates[0] == pytest.approx(0.1) and rates[1] in (pytest.approx(0.1), pytest.approx(0.05))
     assert not (run_dir / "tensorboard").exists()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["precision_policy"] == precision
@@ -285,6 +291,9 @@ def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, t
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         optimizer = optimizer.inner_optimizer
     assert isinstance(optimizer, optimizers.CoupledWeightDecaySGD)
+    applied = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    assert rate == pytest.approx(0.1 * 0.5 ** (applied // 2))  # 2 steps per epoch.
     assert optimizer.momentum == pytest.approx(0.8)
     assert optimizer.l2_weight_decay == pytest.approx(1e-3)
 
