@@ -231,12 +231,11 @@ class ServingGraph:
                 tf.boolean_mask(sizes, over)[:1],
             )
 
-        def kinds():
-            is_png = _starts_with(image_bytes, PNG_SIGNATURE)
-            return is_png, tf.logical_or(is_png, _starts_with(image_bytes, JPEG_SIGNATURE))
+        # Signature-byte comparisons cannot fail: built once, read by the checks.
+        is_png = _starts_with(image_bytes, PNG_SIGNATURE)
+        is_image = tf.logical_or(is_png, _starts_with(image_bytes, JPEG_SIGNATURE))
 
         def truncated_png():
-            is_png, _ = kinds()
             whole = tf.logical_and(
                 tf.strings.length(image_bytes) >= PNG_HEADER_BYTES,
                 _ends_with(image_bytes, PNG_END),
@@ -263,10 +262,10 @@ class ServingGraph:
                 _first(tf.equal(tf.strings.length(image_bytes), 0)),
             ),
             lambda: _require(
-                tf.reduce_all(kinds()[1]),
+                tf.reduce_all(is_image),
                 "`image_bytes` must hold JPEG or PNG files; these entries "
                 "(0-based) are neither:",
-                tf.where(tf.logical_not(kinds()[1]))[:, 0],
+                tf.where(tf.logical_not(is_image))[:, 0],
             ),
             truncated_png,
             checked_size,
