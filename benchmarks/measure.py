@@ -19,6 +19,7 @@ common, so each script still reads top to bottom on its own:
 
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pathlib
@@ -35,6 +36,23 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("KERAS_LTPA_SHARED", REPO_ROOT.parent / "shared")
 ) / "data"
+
+
+def _load_cpu_defaults():
+    """`keras_ltpa/cpu_defaults.py` by path: importing the package would
+    import Keras (and TensorFlow) before the oneDNN default is set."""
+    path = REPO_ROOT / "keras_ltpa" / "cpu_defaults.py"
+    spec = importlib.util.spec_from_file_location("keras_ltpa.cpu_defaults", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["keras_ltpa.cpu_defaults"] = module  # the package reuses it
+    spec.loader.exec_module(module)
+    return module
+
+
+# Every script imports this module first: the library's CPU defaults
+# (oneDNN on x86 unless the user set TF_ENABLE_ONEDNN_OPTS) apply to all.
+cpu_defaults = _load_cpu_defaults()
+cpu_defaults.apply()
 
 # Environment variables that change CPU timings; recorded with every result.
 TIMING_VARIABLES = (
@@ -136,6 +154,7 @@ def environment(backend=None):
         "variables": {
             name: os.environ[name] for name in TIMING_VARIABLES if name in os.environ
         },
+        "cpu_kernels": cpu_defaults.describe(),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
 

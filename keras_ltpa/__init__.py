@@ -2,16 +2,22 @@
 
 import importlib
 
-from keras_ltpa import layers
-from keras_ltpa.layers import AttentionPool
-from keras_ltpa.layers import CompatibilityScore
-from keras_ltpa.layers import LinearProjector
-from keras_ltpa.model import AttentionClassifier
-from keras_ltpa.model import attention_model
-from keras_ltpa.model import build_model
-from keras_ltpa.model import describe
-from keras_ltpa.model import load_model_file
-from keras_ltpa.variants import parse_variant
+# Before anything imports TensorFlow: its oneDNN kernels on x86 unless the
+# user chose otherwise (see keras_ltpa/cpu_defaults.py).
+from keras_ltpa import cpu_defaults
+
+cpu_defaults.apply()
+
+from keras_ltpa import layers  # noqa: E402
+from keras_ltpa.layers import AttentionPool  # noqa: E402
+from keras_ltpa.layers import CompatibilityScore  # noqa: E402
+from keras_ltpa.layers import LinearProjector  # noqa: E402
+from keras_ltpa.model import AttentionClassifier  # noqa: E402
+from keras_ltpa.model import attention_model  # noqa: E402
+from keras_ltpa.model import build_model  # noqa: E402
+from keras_ltpa.model import describe  # noqa: E402
+from keras_ltpa.model import load_model_file  # noqa: E402
+from keras_ltpa.variants import parse_variant  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -450,6 +450,22 @@ def load_dataset(
     return ds, class_names
 
 
+def dataset_arrays(dataset):
+    """All `(images, labels)` of a finite batched dataset as NumPy arrays:
+    uint8 (N, H, W, 3) and int64 (N,) (one-hot labels are turned to ids)."""
+    images, labels = [], []
+    for batch_images, batch_labels in dataset.as_numpy_iterator():
+        images.append(np.asarray(batch_images))
+        labels.append(np.asarray(batch_labels))
+    if not images:
+        raise DataError("The dataset yielded no images.")
+    images = np.concatenate(images)
+    labels = np.concatenate(labels)
+    if labels.ndim == 2:
+        labels = labels.argmax(axis=-1)
+    return np.clip(np.round(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
 def dataset_size(dataset):
     """Number of batches of a finite dataset, or `None` when unknown."""
     cardinality = int(dataset.cardinality())

@@ -1,4 +1,9 @@
-"""Scoring a trained model: classification accuracy and attention localisation.
+"""Scoring a trained model on each claim of the paper.
+
+Classification accuracy and attention localisation are here; robustness to
+FGSM (`fgsm_robustness`, from `keras_ltpa.robustness`) and cross-domain
+transfer (`transfer`, from `keras_ltpa.transfer`) are importable from here
+too, and `keras_ltpa.report` gathers all of them into one report.
 
 Classification (`evaluate_classification`): top-1 and top-5 accuracy on a
 split and the accuracy of each class.
@@ -43,7 +48,17 @@ from PIL import Image
 from keras_ltpa import images as image_files
 from keras_ltpa import visualize
 from keras_ltpa.checks import check_size
+from keras_ltpa.gradients import input_gradient
+from keras_ltpa.gradients import to_float32
 from keras_ltpa.model import describe
+
+# Re-exported: one namespace for every evaluation of the paper.
+from keras_ltpa.robustness import fgsm_images  # noqa: F401
+from keras_ltpa.robustness import fgsm_robustness  # noqa: F401
+from keras_ltpa.robustness import format_robustness  # noqa: F401
+from keras_ltpa.transfer import format_transfer  # noqa: F401
+from keras_ltpa.transfer import transfer  # noqa: F401
+from keras_ltpa.transfer import transfer_features  # noqa: F401
 
 MASK_THRESHOLD = 128
 
@@ -208,79 +223,128 @@ def gaussian_prior(shape, area):
 # --- Image and mask data ---------------------------------------------------
 
 
-def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limit=None):
-    """Reads an image + figure-ground mask set such as the Weizmann horses.
+OBJECT_DISCOVERY_MASKS = "GroundTruth"
 
-    Every image `<directory>/<image_dir>/<name>` needs a mask of the same
-    file name under `<directory>/<mask_dir>/`. A mask is resized (bilinear)
-    to its image and thresholded at 128.
+
+def _read_mask(mask_path, image):
+    """A mask file as bool (H, W) at its image's size (bilinear, >= 128)."""
+    try:
+        with Image.open(mask_path) as mask_file:
+            mask = mask_file.convert("L")
+            if mask.size != (image.shape[1], image.shape[0]):
+                mask = mask.resize((image.shape[1], image.shape[0]), Image.BILINEAR)
+            return np.asarray(mask) >= MASK_THRESHOLD
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"Cannot read mask {mask_path!r}: {error}") from None
+
+
+def _object_discovery_pairs(directory):
+    """(name, image path, mask path) of an Object Discovery folder."""
+    if os.path.isdir(os.path.join(directory, OBJECT_DISCOVERY_MASKS)):
+        class_dirs = [directory]  # one class folder, e.g. Horse100/
+    else:
+        class_dirs = sorted(
+            os.path.join(directory, entry)
+            for entry in os.listdir(directory)
+            if os.path.isdir(os.path.join(directory, entry, OBJECT_DISCOVERY_MASKS))
+        )
+    pairs = []
+    for class_dir in class_dirs:
+        masks_root = os.path.join(class_dir, OBJECT_DISCOVERY_MASKS)
+        for path in image_files.list_images(class_dir):
+            if os.path.dirname(path) != class_dir:
+                continue  # the masks themselves, and any other sub-folder
+            stem = os.path.splitext(os.path.basename(path))[0]
+            candidates = [
+                os.path.join(masks_root, stem + extension)
+                for extension in (".png", ".bmp", ".jpg")
+            ]
+            mask_path = next((c for c in candidates if os.path.isfile(c)), None)
+            if mask_path is None:
+                raise ValueError(
+                    f"Image {path!r} has no mask: {candidates[0]!r} is missing."
+                )
+            name = os.path.relpath(path, directory)
+            pairs.append((name, path, mask_path))
+    return pairs
+
+
+def mask_dataset_layout(directory):
+    """`"weizmann"` (DIR/rgb + DIR/figure_ground), `"object_discovery"`
+    (DIR/<Class>/NNNN.jpg + DIR/<Class>/GroundTruth/NNNN.png, or one such
+    class folder), or a ValueError naming what was looked for."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise ValueError(f"Mask dataset {directory!r} is not a folder.")
+    if os.path.isdir(os.path.join(directory, "rgb")) and os.path.isdir(
+        os.path.join(directory, "figure_ground")
+    ):
+        return "weizmann"
+    if os.path.isdir(os.path.join(directory, OBJECT_DISCOVERY_MASKS)) or any(
+        os.path.isdir(os.path.join(directory, entry, OBJECT_DISCOVERY_MASKS))
+        for entry in os.listdir(directory)
+    ):
+        return "object_discovery"
+    raise ValueError(
+        f"{directory!r} is neither a Weizmann-style set ({os.path.join(directory, 'rgb')!r} "
+        f"and {os.path.join(directory, 'figure_ground')!r}) nor an Object Discovery set "
+        "(<Class>/NNNN.jpg with <Class>/GroundTruth/NNNN.png)."
+    )
+
+
+def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limit=None):
+    """Reads an image + figure-ground mask set.
+
+    Two layouts, told apart by `mask_dataset_layout`:
+    - Weizmann horses: every image `<directory>/<image_dir>/<name>` has a
+      mask of the same file name under `<directory>/<mask_dir>/`;
+    - Object Discovery (Rubinstein et al., CVPR 2013; the paper's
+      Airplane100 / Car100 / Horse100 subsets): `<Class>/NNNN.jpg` with
+      `<Class>/GroundTruth/NNNN.png`, for the root holding the class folders
+      or for one class folder; names are `<Class>/NNNN.jpg`.
+
+    A mask is resized (bilinear) to its image and thresholded at 128.
 
     Args:
         directory: the set's root folder.
-        image_dir, mask_dir: sub-folder names.
+        image_dir, mask_dir: sub-folder names (Weizmann layout).
         limit: read only the first `limit` images (sorted by name).
 
     Returns:
         A list of `(name, image, mask)`: uint8 (H, W, 3) and bool (H, W).
     """
-    images_root = os.path.join(os.fspath(directory), image_dir)
-    masks_root = os.path.join(os.fspath(directory), mask_dir)
-    for folder, argument in ((images_root, "image_dir"), (masks_root, "mask_dir")):
-        if not os.path.isdir(folder):
-            raise ValueError(
-                f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
-                f"{os.fspath(directory)!r}."
-            )
-    paths = image_files.list_images(images_root)
+    directory = os.fspath(directory)
+    explicit = (image_dir, mask_dir) != ("rgb", "figure_ground")
+    if not explicit and os.path.isdir(directory) and mask_dataset_layout(directory) == "object_discovery":
+        pairs = _object_discovery_pairs(directory)
+    else:
+        images_root = os.path.join(directory, image_dir)
+        masks_root = os.path.join(directory, mask_dir)
+        for folder, argument in ((images_root, "image_dir"), (masks_root, "mask_dir")):
+            if not os.path.isdir(folder):
+                raise ValueError(
+                    f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
+                    f"{directory!r}."
+                )
+        pairs = []
+        for path in image_files.list_images(images_root):
+            name = os.path.relpath(path, images_root)
+            mask_path = os.path.join(masks_root, name)
+            if not os.path.isfile(mask_path):
+                raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
+            pairs.append((name, path, mask_path))
+    if not pairs:
+        raise ValueError(f"Mask dataset {directory!r} holds no images.")
     if limit is not None:
-        paths = paths[:limit]
+        pairs = pairs[:limit]
     samples = []
-    for path in paths:
-        name = os.path.relpath(path, images_root)
-        mask_path = os.path.join(masks_root, name)
-        if not os.path.isfile(mask_path):
-            raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
+    for name, path, mask_path in pairs:
         image = image_files.read_image(path)
-        try:
-            with Image.open(mask_path) as mask_file:
-                mask = mask_file.convert("L")
-                if mask.size != (image.shape[1], image.shape[0]):
-                    mask = mask.resize((image.shape[1], image.shape[0]), Image.BILINEAR)
-                mask = np.asarray(mask) >= MASK_THRESHOLD
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"Cannot read mask {mask_path!r}: {error}") from None
-        samples.append((name, image, mask))
+        samples.append((name, image, _read_mask(mask_path, image)))
     return samples
 
 
 # --- Class-activation map of the baseline ----------------------------------
-
-
-def _gradient(function, inputs):
-    """d function(inputs) / d inputs for a scalar-valued `function`."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        inputs = tf.convert_to_tensor(inputs)
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            value = function(inputs)
-        return tape.gradient(value, inputs)
-    if backend == "jax":
-        import jax
-
-        return jax.grad(function)(keras.ops.convert_to_tensor(inputs))
-    if backend == "torch":
-        inputs = keras.ops.convert_to_tensor(inputs).detach().requires_grad_(True)
-        function(inputs).backward()
-        return inputs.grad
-    raise ValueError(f"Grad-CAM needs the tensorflow, jax or torch backend; running {backend}.")
-
-
-def _to_float32(tensor):
-    # Via a float32 cast: NumPy has no bfloat16 for torch tensors to map to.
-    return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32"))
 
 
 def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
@@ -323,7 +387,7 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
     maps = []
     for start in range(0, len(images), batch_size):
         activations = body(images[start : start + batch_size].astype("float32"), training=False)
-        logits = _to_float32(head(activations, training=False))
+        logits = to_float32(head(activations, training=False))
         classes = (
             logits.argmax(axis=-1)
             if class_index is None
@@ -336,8 +400,8 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
         def class_score(a):
             return keras.ops.sum(head(a, training=False) * selector)
 
-        gradients = _to_float32(_gradient(class_score, activations))
-        activations = _to_float32(activations)
+        gradients = to_float32(input_gradient(class_score, activations))
+        activations = to_float32(activations)
         weights = gradients.mean(axis=(1, 2), keepdims=True)
         maps.append(np.maximum((weights * activations).sum(axis=-1), 0.0))
     return np.concatenate(maps).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The paper's optimiser: SGD with coupled weight decay and the step schedule.
+"""The paper's optimiser (SGD with coupled weight decay, step schedule) and the budget recipe.
 
 The paper's setting (Jetley et al., ICLR 2018, section 4, and the public
 PyTorch implementation): SGD, learning rate 0.1, momentum 0.9, weight decay
@@ -12,6 +12,12 @@ about ten times weaker at the same `w`. To reproduce the paper's numbers with
 the paper's `w = 5e-4`, the default here is the coupled form,
 `CoupledWeightDecaySGD`, applied to every trainable weight as in the
 reference; `weight_decay_mode="decoupled"` selects Keras' own.
+
+Recipes: `"paper"` is the above. `"budget"` is for a short, fixed epoch
+budget (tens of epochs, not 300): the same SGD, a linear warm-up into a
+cosine decay to zero over the run's epochs, and label smoothing 0.1. It was
+chosen by short runs at small width (`benchmarks/recipes.py`, results in
+`benchmarks/results/recipes.json` and the README).
 """
 
 import keras
@@ -28,6 +34,13 @@ PAPER_LR_DECAY_FACTOR = 0.5
 PAPER_EPOCHS = 300
 
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+LR_SCHEDULES = ("step", "cosine")
+
+# What `--recipe` sets when the flags it covers are not given.
+RECIPES = {
+    "paper": {"lr_schedule": "step", "warmup_epochs": 0, "label_smoothing": 0.0},
+    "budget": {"lr_schedule": "cosine", "warmup_epochs": 2, "label_smoothing": 0.1},
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_ltpa")
@@ -103,18 +116,29 @@ def learning_rate_schedule(
     learning_rate=PAPER_LEARNING_RATE,
     decay_epochs=PAPER_LR_DECAY_EPOCHS,
     decay_factor=PAPER_LR_DECAY_FACTOR,
+    *,
+    schedule="step",
+    epochs=None,
+    warmup_epochs=0,
 ):
-    """The paper's step schedule: `learning_rate * decay_factor ** (epoch // decay_epochs)`.
+    """The learning rate over optimizer steps, saved with the model.
 
-    As a `keras.optimizers.schedules.ExponentialDecay` over optimizer steps
-    (staircase), so it is saved with the model and follows the restored step
-    count on resume.
+    `"step"` is the paper's: `learning_rate * decay_factor ** (epoch //
+    decay_epochs)`, a staircase `ExponentialDecay`. `"cosine"` rises
+    linearly from 0 to `learning_rate` over `warmup_epochs`, then follows a
+    cosine to 0 at the end of `epochs` (`keras.optimizers.schedules.
+    CosineDecay` with a warm-up). Both count optimizer steps, so they follow
+    the restored step count on resume.
 
     Args:
         steps_per_epoch: optimizer steps in one epoch.
-        learning_rate: the initial rate (paper: 0.1).
+        learning_rate: the initial (step) or peak (cosine) rate; paper: 0.1.
         decay_epochs: epochs between two decays (paper: 25); 0 = constant.
-        decay_factor: the multiplier at each decay (paper: 0.5).
+            Step schedule only.
+        decay_factor: the multiplier at each decay (paper: 0.5). Step only.
+        schedule: `"step"` or `"cosine"`.
+        epochs: the run's length in epochs (cosine only).
+        warmup_epochs: epochs of linear warm-up (cosine only), < `epochs`.
 
     Returns:
         A `LearningRateSchedule`, or the float `learning_rate` when constant.
@@ -123,10 +147,31 @@ def learning_rate_schedule(
     >>> schedule = learning_rate_schedule(steps_per_epoch=391)
     >>> float(schedule(25 * 391))
     0.05
+    >>> cosine = learning_rate_schedule(10, 0.1, schedule="cosine", epochs=20, warmup_epochs=2)
+    >>> round(float(cosine(20)), 6), round(float(cosine(110)), 6)
+    (0.1, 0.05)
     """
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
         raise ValueError(
             f"`steps_per_epoch` must be a positive int; received {steps_per_epoch!r}."
+        )
+    check_choice("schedule", schedule, LR_SCHEDULES)
+    if schedule == "cosine":
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(
+                f"The cosine schedule needs `epochs`, a positive int; received {epochs!r}."
+            )
+        if not 0 <= warmup_epochs < epochs:
+            raise ValueError(
+                f"`warmup_epochs` must be >= 0 and < epochs ({epochs}); "
+                f"received {warmup_epochs!r}."
+            )
+        warmup_steps = int(warmup_epochs * steps_per_epoch)
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else float(learning_rate),
+            decay_steps=epochs * steps_per_epoch - warmup_steps,
+            warmup_target=float(learning_rate) if warmup_steps else None,
+            warmup_steps=warmup_steps,
         )
     if not decay_epochs or decay_factor == 1.0:
         return float(learning_rate)
@@ -151,8 +196,12 @@ def make_optimizer(
     weight_decay_mode="coupled",
     decay_epochs=PAPER_LR_DECAY_EPOCHS,
     decay_factor=PAPER_LR_DECAY_FACTOR,
+    *,
+    schedule="step",
+    epochs=None,
+    warmup_epochs=0,
 ):
-    """SGD with momentum, weight decay and the paper's step schedule.
+    """SGD with momentum, weight decay and a learning-rate schedule.
 
     Args:
         steps_per_epoch: optimizer steps per epoch (for the schedule).
@@ -160,14 +209,21 @@ def make_optimizer(
         weight_decay_mode: `"coupled"` (L2 in the gradient, PyTorch's and
             the paper's; `CoupledWeightDecaySGD`) or `"decoupled"`
             (`keras.optimizers.SGD(weight_decay=...)`).
-        decay_epochs, decay_factor: see `learning_rate_schedule`.
+        decay_epochs, decay_factor, schedule, epochs, warmup_epochs: see
+            `learning_rate_schedule`.
 
     Returns:
         A `keras.optimizers.Optimizer`.
     """
     check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
     schedule = learning_rate_schedule(
-        steps_per_epoch, learning_rate, decay_epochs, decay_factor
+        steps_per_epoch,
+        learning_rate,
+        decay_epochs,
+        decay_factor,
+        schedule=schedule,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
     )
     if weight_decay_mode == "coupled":
         return CoupledWeightDecaySGD(

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_ltpa import callbacks as ltpa_callbacks
+from keras_ltpa import cpu_defaults
 from keras_ltpa import data as ltpa_data
 from keras_ltpa import export
 from keras_ltpa import runs
@@ -31,6 +32,7 @@ from keras_ltpa.distribution import check_jit_compile
 from keras_ltpa.distribution import resolve_distribution
 from keras_ltpa.distribution import scaled_learning_rate
 from keras_ltpa.files import write_json
+from keras_ltpa.losses import SparseCrossentropyWithSmoothing
 from keras_ltpa.model import CIFAR10_MEAN
 from keras_ltpa.model import CIFAR10_STD
 from keras_ltpa.model import build_model
@@ -42,6 +44,8 @@ from keras_ltpa.optimizers import PAPER_LR_DECAY_EPOCHS
 from keras_ltpa.optimizers import PAPER_LR_DECAY_FACTOR
 from keras_ltpa.optimizers import PAPER_MOMENTUM
 from keras_ltpa.optimizers import PAPER_WEIGHT_DECAY
+from keras_ltpa.optimizers import LR_SCHEDULES
+from keras_ltpa.optimizers import RECIPES
 from keras_ltpa.optimizers import WEIGHT_DECAY_MODES
 from keras_ltpa.optimizers import make_optimizer
 
@@ -49,7 +53,9 @@ from keras_ltpa.optimizers import make_optimizer
 PIXEL_STATS = ("auto", "data", "cifar10")
 
 
-def compile_model(model, optimizer, *, label_mode="int", jit_compile="auto"):
+def compile_model(
+    model, optimizer, *, label_mode="int", jit_compile="auto", label_smoothing=0.0
+):
     """Compiles a logits model with cross-entropy and accuracy.
 
     Args:
@@ -59,13 +65,19 @@ def compile_model(model, optimizer, *, label_mode="int", jit_compile="auto"):
             soft labels from MixUp/CutMix).
         jit_compile: `"auto"`, `"on"`/True or `"off"`/False (see
             `resolve_jit_compile`).
+        label_smoothing: float in [0, 1), spread over all classes.
 
     Returns:
         The model, compiled.
     """
     if label_mode == "categorical":
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    elif label_smoothing:
+        loss = SparseCrossentropyWithSmoothing(label_smoothing)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -121,6 +133,10 @@ class TrainingConfig:
     weight_decay_mode: str = "coupled"
     lr_decay_epochs: int = PAPER_LR_DECAY_EPOCHS
     lr_decay_factor: float = PAPER_LR_DECAY_FACTOR
+    recipe: str = "paper"
+    lr_schedule: str | None = None
+    warmup_epochs: int | None = None
+    label_smoothing: float | None = None
     steps_per_epoch: int | None = None
     precision: str = "auto"
     jit_compile: str = "auto"
@@ -168,6 +184,12 @@ class TrainingConfig:
         check_choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("pixel_stats", self.pixel_stats, PIXEL_STATS)
+        check_choice("recipe", self.recipe, tuple(RECIPES))
+        # The recipe fills in what was not given; an explicit flag wins.
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         ltpa_data.parse_augment(self.augment, training=True)
         positive_ints = ("image_size", "epochs", "batch_size")
         optional_positive_ints = ("limit", "test_limit", "steps_per_epoch", "save_freq")
@@ -194,6 +216,15 @@ class TrainingConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1); received {self.dropout!r}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                f"`label_smoothing` must be in [0, 1); received {self.label_smoothing!r}."
+            )
+        if self.lr_schedule == "cosine" and not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"`warmup_epochs` must be >= 0 and < epochs ({self.epochs}); "
+                f"received {self.warmup_epochs!r}."
+            )
         return self
 
 
@@ -349,6 +380,7 @@ def _set_up(config):
         pixel_mean=list(pixel_mean),
         pixel_std=list(pixel_std),
         pixel_stats_source=pixel_source,
+        cpu_kernels=cpu_defaults.describe(),
         learning_rate_used=scaled_learning_rate(
             config.learning_rate, distribution, config.lr_scaling
         ),
@@ -374,8 +406,17 @@ def _set_up(config):
             weight_decay_mode=config.weight_decay_mode,
             decay_epochs=config.lr_decay_epochs,
             decay_factor=config.lr_decay_factor,
+            schedule=config.lr_schedule,
+            epochs=config.epochs,
+            warmup_epochs=config.warmup_epochs,
         )
-        compile_model(model, optimizer, label_mode=label_mode, jit_compile=jit_compile)
+        compile_model(
+            model,
+            optimizer,
+            label_mode=label_mode,
+            jit_compile=jit_compile,
+            label_smoothing=config.label_smoothing,
+        )
 
     overlay_images = overlay_labels = None
     # The attention grid runs the model on the chief alone, which a

@@ -32,6 +32,8 @@ def test_fit_flags_and_training_config_agree():
     assert choices["weight_decay_mode"] == optimizers.WEIGHT_DECAY_MODES
     assert choices["strategy"] == distribution.STRATEGIES
     assert choices["pixel_stats"] == training.PIXEL_STATS
+    assert choices["recipe"] == tuple(optimizers.RECIPES)
+    assert choices["lr_schedule"] == optimizers.LR_SCHEDULES
 
 
 def test_bad_flag_is_one_line_and_exit_code_2(capsys):

@@ -9,6 +9,7 @@ from keras_ltpa import build_model
 from keras_ltpa import evaluate
 from keras_ltpa import images as image_files
 from keras_ltpa import visualize
+from tests.conftest import tiny_model
 
 # --- Jaccard, thresholds, prior ---------------------------------------------
 
@@ -237,3 +238,35 @@ def test_evaluate_classification_values():
     assert "accuracy: 0.4000" in text and "top-2 accuracy: 0.8000" in text
     with pytest.raises(ValueError, match="no images"):
         evaluate.evaluate_classification(model, [])
+
+
+def _object_discovery_folder(root):
+    """Airplane100/ and Car100/ in the Object Discovery layout, 2 images each."""
+    for class_name in ("Airplane100", "Car100"):
+        for index in (1, 2):
+            image = np.full((30, 40, 3), 40 * index, np.uint8)
+            mask = np.zeros((15, 20), np.uint8)  # half size, as some masks are
+            mask[:, 10:] = 255
+            _write(root / class_name / f"000{index}.jpg", image)
+            _write(root / class_name / "GroundTruth" / f"000{index}.png", mask)
+    return root
+
+
+def test_object_discovery_layout(tmp_path):
+    root = _object_discovery_folder(tmp_path / "od")
+    assert evaluate.mask_dataset_layout(root) == "object_discovery"
+    samples = evaluate.load_mask_dataset(root)
+    assert [name for name, _, _ in samples] == [
+        "Airplane100/0001.jpg", "Airplane100/0002.jpg", "Car100/0001.jpg", "Car100/0002.jpg"
+    ]
+    for _, image, mask in samples:
+        assert image.shape == (30, 40, 3) and mask.shape == (30, 40)
+        assert mask[:, 21:].all() and not mask[:, :19].any()
+    # One class folder on its own, and a limit.
+    assert [n for n, _, _ in evaluate.load_mask_dataset(root / "Car100", limit=1)] == ["0001.jpg"]
+    result = evaluate.localization(tiny_model(), samples, threshold="mean")
+    assert result["count"] == 4 and result["names"][0] == "Airplane100/0001.jpg"
+    # A missing mask is named.
+    (root / "Car100" / "GroundTruth" / "0002.png").unlink()
+    with pytest.raises(ValueError, match="0002"):
+        evaluate.load_mask_dataset(root)

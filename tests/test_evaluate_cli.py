@@ -41,8 +41,12 @@ def test_cli_accuracy_and_localization(saved_models, shared_data_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert "images: 40" in printed and "mean Jaccard index over 3 images" in printed
     results = json.loads(output.read_text())
-    assert results["classification"]["count"] == 40
-    assert sum(results["classification"]["per_class_count"].values()) == 40
+    assert set(results["classification"]) == {"model", "baseline"}
+    for scores in results["classification"].values():
+        assert scores["count"] == 40
+        assert sum(scores["per_class_count"].values()) == 40
+    assert results["models"]["model"]["variant"] == "att3-concat-pc"
+    assert results["models"]["baseline"]["variant"] == "noatt"
     rules = [r["threshold"] for r in results["localization"]]
     assert rules == ["mean", 0.25]
     for entry in results["localization"]:
@@ -77,6 +81,93 @@ def test_cli_errors(saved_models, tmp_path, capsys):
     ])
     assert code == 2
     assert "zebra" in capsys.readouterr().err
+
+
+def _caltech_like_folder(root, shared_data_dir, classes=3, per_split=(6, 3)):
+    """DIR/{train,test}/<class>/ of real Caltech-101 JPEGs (mixed sizes)."""
+    import shutil
+
+    source = shared_data_dir / "caltech101"
+    names = sorted(p.name for p in (source / "train").iterdir())[:classes]
+    for split, count in zip(("train", "test"), per_split):
+        for name in names:
+            target = root / split / name
+            target.mkdir(parents=True)
+            for file in sorted((source / split / name).iterdir())[:count]:
+                shutil.copy(file, target / file.name)
+    return root
+
+
+@pytest.mark.slow
+def test_one_command_writes_the_whole_report(saved_models, shared_data_dir, tmp_path, capsys):
+    report_dir = tmp_path / "report"
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"),
+        "--baseline", str(saved_models / "noatt.keras"),
+        "--data-dir", str(shared_data_dir / "cifar10"), "--limit", "20",
+        "--fgsm", "0,2,8", "--fgsm-limit", "12",
+        "--localization", str(shared_data_dir / "weizmann_horse"), "--mask-limit", "2",
+        "--transfer", str(_caltech_like_folder(tmp_path / "caltech", shared_data_dir)),
+        "--report-dir", str(report_dir),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "FGSM accuracy over 12 images" in printed and "linear transfer: 3 classes" in printed
+    names = sorted(p.name for p in report_dir.iterdir())
+    assert names == ["fgsm_accuracy.png", "localization_jaccard.png", "report.json", "report.md"]
+    report = json.loads((report_dir / "report.json").read_text())
+    for part in ("classification", "robustness", "transfer"):
+        assert set(report[part]) == {"model", "baseline"}, part
+    robustness = report["robustness"]["model"]
+    assert robustness["count"] == 12 and robustness["epsilons"] == [0.0, 2.0, 8.0]
+    assert robustness["accuracy"][0] == robustness["clean_accuracy"]
+    transfer = report["transfer"]
+    assert transfer["model"]["features"] == "attention" and transfer["baseline"]["features"] == "global"
+    assert transfer["model"]["train_count"] == 18 and transfer["model"]["test_count"] == 9
+    markdown = (report_dir / "report.md").read_text()
+    # Every number in the tables comes from the JSON.
+    assert f"{100 * report['classification']['model']['accuracy']:.1f}" in markdown
+    assert f"{100 * transfer['baseline']['mean_class_accuracy']:.1f}" in markdown
+    assert f"{report['localization'][0]['jaccard']['baseline_cam']:.3f}" in markdown
+    assert "![FGSM accuracy](fgsm_accuracy.png)" in markdown
+    from PIL import Image
+
+    for plot in ("fgsm_accuracy.png", "localization_jaccard.png"):
+        with Image.open(report_dir / plot) as image:
+            assert image.format == "PNG" and image.size[0] > 200
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--fgsm", "1,300", "--data-dir", "x"], "300"),
+        (["--fgsm", "-1", "--data-dir", "x"], "-1"),
+        (["--fgsm", "1"], "--dataset or --data-dir"),
+        (["--transfer", "x", "--features", "pooled"], "pooled"),
+    ],
+)
+def test_bad_evaluation_flags_exit_2_naming_them(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.main(["--model", "m.keras"] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+
+
+def test_transfer_refuses_an_empty_folder_an_unknown_set_and_a_wrong_kind(
+    saved_models, tmp_path, capsys
+):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    cases = [
+        (["--model", str(saved_models / "att.keras"), "--transfer", str(tmp_path / "empty")],
+         "empty"),
+        (["--model", str(saved_models / "att.keras"), "--transfer", "no_such_dataset_xyz"],
+         "no_such_dataset_xyz"),
+    ]
+    for argv, named in cases:
+        assert evaluate_cli.main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(err) == 1 and named in err[0] and "Traceback" not in err[0]
 
 
 @pytest.mark.slow

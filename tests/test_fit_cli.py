@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from keras_ltpa import cpu_defaults
+from keras_ltpa import losses
 from keras_ltpa import optimizers
 from keras_ltpa import runs
 from tests.conftest import FIT_SCRIPT as FIT
@@ -153,6 +155,9 @@ def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsy
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.1, 0.1])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["seed"] == 0 and config["steps_per_epoch"] == 2
+    assert config["recipe"] == "paper" and config["lr_schedule"] == "step"
+    assert config["label_smoothing"] == 0.0 and config["warmup_epochs"] == 0
+    assert config["cpu_kernels"] == cpu_defaults.describe()
     model = keras.saving.load_model(run_dir / "model.keras")
     assert isinstance(model.optimizer, optimizers.CoupledWeightDecaySGD)
     tags = _tensorboard_tags(run_dir / "tensorboard")
@@ -352,3 +357,28 @@ def test_batch_augmentations_train_with_soft_labels(tiny_cifar_folder, tmp_path,
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
     assert np.isfinite(float(runs.read_history(run_dir / "history.csv")[0]["loss"]))
     assert "attention" in _tensorboard_tags(run_dir / "tensorboard")["attention"]
+
+
+@pytest.mark.slow
+def test_budget_recipe_warms_up_decays_and_smooths(tiny_cifar_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = [
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--recipe", "budget", "--epochs", "3", "--steps-per-epoch", "2",
+        "--no-export", "--no-tensorboard", "--verbose", "0", "--precision", "float32",
+    ] + TINY
+    assert fit.main(argv) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["lr_schedule"], config["warmup_epochs"], config["label_smoothing"]) == (
+        "cosine", 2, 0.1
+    )
+    # The rate at each epoch's start: steps 0, 2, 4 of 6, warm-up over 4.
+    rows = runs.read_history(run_dir / "history.csv")
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.0, 0.05, 0.1])
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    assert isinstance(model.loss, losses.SparseCrossentropyWithSmoothing)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    # An explicit flag wins over the recipe.
+    argv_override = argv[:3] + [str(tmp_path / "run2")] + argv[4:] + ["--label-smoothing", "0"]
+    assert fit.main(argv_override) == 0
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["label_smoothing"] == 0.0

@@ -100,3 +100,52 @@ def test_optimizer_config_round_trip():
     assert isinstance(restored, optimizers.CoupledWeightDecaySGD)
     assert restored.l2_weight_decay == pytest.approx(5e-4)
     assert restored.momentum == pytest.approx(0.9)
+
+
+def _cosine_with_warmup(step, peak, warmup_steps, total_steps):
+    """The budget recipe's rate at `step`, written out from its definition."""
+    if step < warmup_steps:
+        return peak * step / warmup_steps
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return peak * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    schedule = optimizers.learning_rate_schedule(
+        STEPS, 0.1, schedule="cosine", epochs=30, warmup_epochs=2
+    )
+    for step in (0, 1, STEPS, 2 * STEPS, 10 * STEPS + 7, 29 * STEPS, 30 * STEPS):
+        expected = _cosine_with_warmup(step, 0.1, 2 * STEPS, 30 * STEPS)
+        # float32 arithmetic on rates <= 0.1: a few ulps of 0.1.
+        assert float(keras.ops.convert_to_numpy(schedule(step))) == pytest.approx(
+            expected, abs=1e-7
+        )
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule)
+    )
+    assert float(keras.ops.convert_to_numpy(restored(2 * STEPS))) == pytest.approx(0.1)
+    # Without warm-up it starts at the peak.
+    plain = optimizers.learning_rate_schedule(10, 0.2, schedule="cosine", epochs=4)
+    assert float(keras.ops.convert_to_numpy(plain(0))) == pytest.approx(0.2)
+    assert float(keras.ops.convert_to_numpy(plain(20))) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"schedule": "linear"}, "schedule"),
+        ({"schedule": "cosine"}, "epochs"),
+        ({"schedule": "cosine", "epochs": 3, "warmup_epochs": 3}, "warmup_epochs"),
+    ],
+)
+def test_bad_schedule_arguments_are_named(kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        optimizers.learning_rate_schedule(10, **kwargs)
+
+
+def test_recipes_cover_the_same_settings():
+    assert set(optimizers.RECIPES) == {"paper", "budget"}
+    paper, budget = optimizers.RECIPES["paper"], optimizers.RECIPES["budget"]
+    assert set(paper) == set(budget) == {"lr_schedule", "warmup_epochs", "label_smoothing"}
+    assert paper == {"lr_schedule": "step", "warmup_epochs": 0, "label_smoothing": 0.0}
+    assert budget["lr_schedule"] == "cosine" and 0 < budget["label_smoothing"] < 1

@@ -186,6 +186,34 @@ def build_parser():
         help="learning-rate multiplier at each decay.",
     )
     optimisation.add_argument(
+        "--recipe",
+        choices=("paper", "budget"),
+        default="paper",
+        help="paper: the step schedule above, no label smoothing (for the "
+        "paper's 300 epochs); budget: linear warm-up into a cosine decay to 0 "
+        "over --epochs and label smoothing 0.1, for a short fixed budget "
+        "(chosen by benchmarks/recipes.py). The three flags below override it.",
+    )
+    optimisation.add_argument(
+        "--lr-schedule",
+        choices=("step", "cosine"),
+        default=None,
+        help="step: --lr-decay-factor every --lr-decay-epochs; cosine: "
+        "warm-up then cosine to 0 at the last epoch (default: the recipe's).",
+    )
+    optimisation.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        help="epochs of linear warm-up, cosine schedule (default: the recipe's, budget: 2).",
+    )
+    optimisation.add_argument(
+        "--label-smoothing",
+        type=cli.non_negative_float,
+        default=None,
+        help="label smoothing in [0, 1) (default: the recipe's, budget: 0.1).",
+    )
+    optimisation.add_argument(
         "--steps-per-epoch",
         type=cli.positive_int,
         default=None,
