@@ -17,6 +17,9 @@ from keras_ltpa.model import attention_model  # noqa: E402
 from keras_ltpa.model import build_model  # noqa: E402
 from keras_ltpa.model import describe  # noqa: E402
 from keras_ltpa.model import load_model_file  # noqa: E402
+from keras_ltpa.presets import list_presets  # noqa: E402
+from keras_ltpa.presets import load_preset  # noqa: E402
+from keras_ltpa.presets import preset_metadata  # noqa: E402
 from keras_ltpa.variants import parse_variant  # noqa: E402
 
 __version__ = "0.1.0"

@@ -297,7 +297,7 @@ def load_model_file(path):
     if not path.endswith(".keras"):
         raise ValueError(f"Model file must be a `.keras` file; received {path!r}.")
     try:
-        return keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # corrupt zip, unknown layer, bad weights...
         raise ValueError(f"Cannot load the Keras model in {path!r}: {error}") from None
 

@@ -158,10 +158,15 @@ def run_class_names(path):
 
 
 def load_model(path):
-    """The model at `path` (a `.keras` file or a run directory), loaded in
-    safe mode; a ValueError names what is wrong."""
+    """The model at `path` (a `.keras` file, a run directory, or
+    `preset:NAME` for a preset shipped with the package), loaded in safe
+    mode; a ValueError names what is wrong."""
     from keras_ltpa.model import load_model_file
+    from keras_ltpa.presets import PRESET_PREFIX
+    from keras_ltpa.presets import load_preset
 
+    if os.fspath(path).startswith(PRESET_PREFIX):
+        return load_preset(os.fspath(path))
     return load_model_file(find_model_file(path))
 
 

@@ -109,8 +109,9 @@ def class_names_argument(value):
 
 
 MODEL_HELP = (
-    "the trained model: a .keras file, or a run directory (its model.keras, "
-    "else checkpoints/best.keras)"
+    "the trained model: a .keras file, a run directory (its model.keras, "
+    "else checkpoints/best.keras), or preset:NAME for a model shipped with "
+    "the package (e.g. preset:cifar10-att3-w0125)"
 )
 
 

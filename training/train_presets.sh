@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Trains the two shipped CIFAR-10 presets (the paper's att3-concat-pc and the
+# plain VGG, same width, epochs, recipe and seed) on ../shared/data/cifar10,
+# turns them into presets and regenerates the comparison report.
+#
+#   bash training/train_presets.sh            # resumes where it stopped
+#
+# Environment: DATA (default ../shared/data/cifar10), RUNS (runs/presets),
+# WIDTH (0.125), EPOCHS (10). About 1.5 hours on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data/cifar10}
+RUNS=${RUNS:-runs/presets}
+WIDTH=${WIDTH:-0.125}
+EPOCHS=${EPOCHS:-10}
+TAG=w$(python -c "print(str($WIDTH).replace('0.', '0').replace('.', ''))")
+mkdir -p "$RUNS"
+
+train() {  # train NAME VARIANT
+  local name=$1 variant=$2 started ended
+  local command="python training/fit.py --data-dir $DATA --variant $variant --width $WIDTH --epochs $EPOCHS --recipe budget --seed 0 --no-export --verbose 0 --output-dir $RUNS/$name"
+  started=$(date +%s)
+  $command
+  ended=$(date +%s)
+  # Wall time of every (resumed) part, summed when the preset is made.
+  echo $((ended - started)) >> "$RUNS/$name.seconds"
+  python training/make_preset.py "$RUNS/$name" --name "$name" \
+    --subset-data-dir "$DATA" --command "$command" \
+    --wall-time-s "$(python -c "import sys; print(sum(int(l) for l in open(sys.argv[1])))" "$RUNS/$name.seconds")" \
+    --description "$3"
+}
+
+train "cifar10-att3-$TAG" att3-concat-pc \
+  "The paper's att3-concat-pc VGG at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
+train "cifar10-vgg-$TAG" noatt \
+  "The plain VGG baseline (no attention) at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
+python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG"
