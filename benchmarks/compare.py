@@ -91,26 +91,23 @@ def main(argv=None):
         print(f"built {variants[-1]['label']} (warm-up {variants[-1]['warmup_seconds']} s)")
     keras.config.set_dtype_policy("float32")
 
-    ratios = {variant["label"]: [] for variant in variants}
-    for round_index in range(args.rounds):
-        # Rotate the order so no variant always runs right after another.
-        shift = round_index % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            start = time.perf_counter()
-            variant["step"]()
-            variant["times"].append(time.perf_counter() - start)
-        for variant in variants:
-            ratios[variant["label"]].append(variants[0]["times"][-1] / variant["times"][-1])
+    times = measure.interleaved_rounds(
+        {variant["label"]: variant["step"] for variant in variants}, args.rounds
+    )
+    first = variants[0]["label"]
 
     rows = []
     for variant in variants:
-        times = variant.pop("times")
+        variant.pop("times")
         variant.pop("step")
+        label_times = times[variant["label"]]
         variant.update(
-            step_seconds=[round(t, 4) for t in times],
-            images_per_second=round(args.batch_size / statistics.median(times), 3),
-            images_per_second_best=round(args.batch_size / min(times), 3),
-            speedup_over_first=round(statistics.median(ratios[variant["label"]]), 3),
+            step_seconds=[round(t, 4) for t in label_times],
+            images_per_second=round(args.batch_size / statistics.median(label_times), 3),
+            images_per_second_best=round(args.batch_size / min(label_times), 3),
+            speedup_over_first=round(
+                measure.round_ratios(times, variant["label"], [first]), 3
+            ),
         )
         rows.append(variant)
         print(f"{variant['label']:32s} {variant['images_per_second']:8.2f} img/s "

@@ -74,6 +74,58 @@ def sample_jpeg():
     return tf.io.encode_jpeg(image).numpy()
 
 
+def savedmodel_against_torch(serving, width, args):
+    """The folded SavedModel's `serving_default` against PyTorch eager
+    inference of the same network (`torch_reference.build_reference`, eval
+    mode, `inference_mode`), at batch 1 and 32, calls interleaved.
+
+    Returns:
+        {"b1": ..., "b32": ...}: p50/p99 ms of each and the median per-round
+        ratio `torch / SavedModel` (> 1: the SavedModel is faster).
+    """
+    import tensorflow as tf
+
+    try:
+        import torch
+    except ImportError:  # the comparison needs the [torch] extra
+        return None
+    from torch_reference import build_reference
+
+    torch.manual_seed(0)
+    network = build_reference(width=width).eval()
+    comparison = {}
+    for batch in (1, 32):
+        pixels = np.random.default_rng(batch).integers(0, 256, (batch, 32, 32, 3)).astype("uint8")
+        pixel_tensor = tf.constant(pixels)
+        torch_input = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype("float32"))
+
+        def torch_eager():
+            with torch.inference_mode():
+                return network(torch_input).numpy()
+
+        calls = {
+            "savedmodel": lambda: serving(images=pixel_tensor)["probabilities"].numpy(),
+            "torch_eager": torch_eager,
+        }
+        iterations = args.iterations if batch == 1 else max(2, args.iterations // 10)
+        for call in calls.values():
+            for _ in range(args.warmup):
+                call()
+        times = measure.interleaved_rounds(calls, iterations)
+        comparison[f"b{batch}"] = {
+            label: {
+                "p50_ms": round(measure.percentile(t, 50) * 1e3, 3),
+                "p99_ms": round(measure.percentile(t, 99) * 1e3, 3),
+            }
+            for label, t in times.items()
+        }
+        comparison[f"b{batch}"]["iterations"] = iterations
+        comparison[f"b{batch}"]["torch_over_savedmodel"] = round(
+            measure.round_ratios(times, "savedmodel", ["torch_eager"]), 3
+        )
+    return comparison
+
+
 def main(argv=None):
     args = parse_args(argv)
     load_at_start = measure.load_average()
@@ -138,6 +190,8 @@ def main(argv=None):
                     args.iterations,
                     args.warmup,
                 )
+            if fold:
+                versus_torch = savedmodel_against_torch(serving, width, args)
 
     # The floor, measured now: FLOPs / the best bf16 (and float32) matmul rate.
     matmul_n = 128 if args.smoke else 2048
@@ -168,12 +222,24 @@ def main(argv=None):
         "matmul_n": matmul_n,
         "ideal_latency_ms": {dtype: round(ms, 3) for dtype, ms in ideal_ms.items()},
         "savedmodel_p50_over_bf16_ideal": round(best_savedmodel / ideal_ms["bfloat16"], 3),
+        "savedmodel_p50_over_float32_floor": round(best_savedmodel / ideal_ms["float32"], 3),
         "target_ratio": 1.5,
+        "savedmodel_versus_torch_eager": versus_torch,
     }
     name = f"latency_{args.precision}" + ("_bf16rewrite" if args.onednn_bf16_rewrite else "")
     measure.finish(result, name, args, load_at_start)
     for label, entry in results.items():
         print(f"{label:40s} p50 {entry['p50_ms']:8.2f} ms  p99 {entry['p99_ms']:8.2f} ms")
+    for batch, entry in (versus_torch or {}).items():
+        print(
+            f"{batch}: SavedModel p50 {entry['savedmodel']['p50_ms']:.2f} ms, torch eager "
+            f"p50 {entry['torch_eager']['p50_ms']:.2f} ms (torch / SavedModel "
+            f"{entry['torch_over_savedmodel']:.2f})"
+        )
+    print(
+        f"float32 floor (FLOPs / float32 matmul rate) {ideal_ms['float32']:.2f} ms; "
+        f"SavedModel p50 / floor = {result['savedmodel_p50_over_float32_floor']:.2f} (target <= 1.5)"
+    )
     print(
         f"ideal (FLOPs / bf16 matmul rate) {ideal_ms['bfloat16']:.2f} ms; "
         f"SavedModel p50 / ideal = {result['savedmodel_p50_over_bf16_ideal']:.2f} "

@@ -172,7 +172,7 @@ def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
     """The benchmarked model: att3-concat-pc, 10 classes, compiled for training.
 
     Built with `keras_ltpa.build_model` under the current dtype policy and
-    compiled with `keras_ltpa.training.compile_model` (cross-entropy from
+    compiled with `keras_ltpa.losses.compile_model` (cross-entropy from
     logits, accuracy): SGD at the paper's rate 0.1, momentum 0.9 and weight
     decay 5e-4 in Keras' decoupled form, at a constant rate
     (`training/fit.py`'s default coupled form differs only in where the
@@ -186,7 +186,7 @@ def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
     """
     from keras_ltpa import build_model
     from keras_ltpa import optimizers
-    from keras_ltpa import training
+    from keras_ltpa.losses import compile_model
 
     model = build_model(
         10,
@@ -197,7 +197,7 @@ def training_model(input_size=32, width_multiplier=1.0, jit_compile="auto"):
     optimizer = optimizers.make_optimizer(
         steps_per_epoch=1, weight_decay_mode="decoupled", decay_epochs=0
     )
-    return training.compile_model(model, optimizer, jit_compile=jit_compile)
+    return compile_model(model, optimizer, jit_compile=jit_compile)
 
 
 def random_batch(batch_size, input_size=32):
@@ -237,6 +237,38 @@ def time_steps(step, steps, warmup=1):
         # On a shared machine the fastest step is the least disturbed one.
         "best_seconds": min(times),
     }
+
+
+def interleaved_rounds(steps, rounds):
+    """Times each of `steps` ({label: call}) once per round, `rounds` times,
+    rotating the order every round so that no call always follows another.
+
+    Whatever else the machine does during a round, it does to all calls of
+    that round alike, so per-round ratios compare fairly on a shared machine.
+
+    Returns:
+        {label: [seconds of each round]}.
+    """
+    labels = list(steps)
+    times = {label: [] for label in labels}
+    for round_index in range(rounds):
+        shift = round_index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            start = time.perf_counter()
+            steps[label]()
+            times[label].append(time.perf_counter() - start)
+    return times
+
+
+def round_ratios(times, numerator, denominators):
+    """Median over rounds of `min(times[d] for d in denominators) /
+    times[numerator]`: how many times faster `numerator` ran than the best
+    of `denominators`, round by round."""
+    ratios = [
+        min(times[d][i] for d in denominators) / times[numerator][i]
+        for i in range(len(times[numerator]))
+    ]
+    return statistics.median(ratios)
 
 
 def latency_ms(call, iterations, warmup):

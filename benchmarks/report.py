@@ -126,7 +126,52 @@ def latency_table(results):
                      r["ideal_latency_ms"]["bfloat16"], "-"))
         rows.append((setting, "SavedModel p50 / ideal (target <= 1.5)",
                      r["savedmodel_p50_over_bf16_ideal"], _load(r)))
+        if "ideal_latency_ms" in r and "float32" in r["ideal_latency_ms"]:
+            rows.append((setting, "float32 floor: forward FLOPs / float32 matmul rate",
+                         r["ideal_latency_ms"]["float32"], "-"))
+        if r.get("savedmodel_p50_over_float32_floor") is not None:
+            rows.append((setting, "SavedModel p50 / float32 floor (target <= 1.5)",
+                         r["savedmodel_p50_over_float32_floor"], "-"))
+        for batch, entry in (r.get("savedmodel_versus_torch_eager") or {}).items():
+            for label in ("savedmodel", "torch_eager"):
+                rows.append((setting, f"{batch}, {label.replace('_', ' ')} (interleaved)",
+                             entry[label]["p50_ms"], entry[label]["p99_ms"]))
+            rows.append((setting, f"{batch}, torch eager / SavedModel p50 ratio",
+                         entry["torch_over_savedmodel"], "-"))
     return _table(("exported model", "what", "p50 ms", "p99 ms"), rows)
+
+
+def machine_kind(result):
+    """'CPU model (ISA flags)' of the machine a result was measured on."""
+    machine = result["environment"]["machine"]
+    flags = ", ".join(machine.get("cpu_flags", [])) or "no AVX2"
+    return f"{machine['cpu']}, {machine['cores']} cores ({flags})"
+
+
+def versus_torch_table(results):
+    """Keras against the PyTorch reference, one row per machine kind and size."""
+    rows = []
+    for name, r in sorted(results.items()):
+        if r.get("benchmark") != "versus_torch" or r.get("smoke"):
+            continue
+        s = r["settings"]
+        kernels = r["environment"].get("cpu_kernels", {})
+        onednn = {True: "oneDNN on", False: "oneDNN off"}.get(kernels.get("tensorflow_onednn"), "-")
+        for mode in ("train", "inference"):
+            entry = r[mode]
+            keras_label = next(label for label in entry["images_per_second"] if label.startswith("keras"))
+            rates = entry["images_per_second"]
+            rows.append((
+                machine_kind(r), f"{s['width_multiplier']:g}", s["batch_size"], mode,
+                f"{rates[keras_label]} ({keras_label.split(' ', 1)[1]}, {onednn})",
+                f"{rates[entry['torch_best']]} ({entry['torch_best'].split(' ', 1)[1]})",
+                f"{entry['ratio_to_torch_best']} (target {r['targets'][mode]})", _load(r),
+            ))
+    return _table(
+        ("machine", "width", "batch", "mode", "Keras img/s", "PyTorch best img/s",
+         "ratio", "load"),
+        rows,
+    )
 
 
 def data_table(results):
@@ -255,18 +300,36 @@ def serving_table(results):
     return _table(("signature", "batch", "p50 ms, no limits", "p50 ms, limits", "limits cost"), rows)
 
 
+def profile_jax_table(results):
+    rows = []
+    for name, r in results.items():
+        if r.get("benchmark") != "profile_jax" or r.get("smoke"):
+            continue
+        for label, milliseconds in r["median_ms"].items():
+            rows.append((machine_kind(r), r["settings"]["batch_size"], label, milliseconds))
+        rows.append((machine_kind(r), r["settings"]["batch_size"],
+                     "Keras step / pure-JAX step", r["keras_over_pure_jax"]))
+        if "conv_jax_over_tensorflow" in r:
+            rows.append((machine_kind(r), r["settings"]["batch_size"],
+                         "block-2 conv fwd+bwd, JAX / TensorFlow", r["conv_jax_over_tensorflow"]))
+    return _table(("machine", "batch", "part", "median ms (or ratio)"), rows)
+
+
 def write_report(results_dir, readme=None):
     results = load_results(results_dir)
     sections = [
         ("Throughput (att3-concat-pc, 32x32, 10 classes)", throughput_table(results)),
         ("Precision and XLA, interleaved in one process (compare.py)",
          compare_table(results)),
+        ("Against the PyTorch reference, interleaved in one process (versus_torch.py)",
+         versus_torch_table(results)),
         ("Forward FLOPs and matmul rate", flops_table(results)),
         ("Batch-1 latency: SavedModel signatures vs Keras", latency_table(results)),
         ("Serving limits and threaded load (serving.py)", serving_table(results)),
         ("Data pipeline (CIFAR-10 JPEGs, paper augmentation)", data_table(results)),
         ("Cost vs input size and batch size", scaling_tables(results)),
         ("Profile: where a step's time goes (TensorFlow)", profile_tables(results)),
+        ("Profile: where a JAX step's time goes (profile_jax.py)", profile_jax_table(results)),
     ]
     body = "\n\n".join(f"### {title}\n\n{table}" for title, table in sections if table)
     readme = pathlib.Path(readme or README)

@@ -33,7 +33,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 # One configuration may not hold the machine longer than this (seconds).
 RUN_TIMEOUT = 1800
 PARTS = (
-    "throughput", "reference", "compare", "flops", "latency", "serving", "data",
+    "throughput", "reference", "compare", "versus_torch", "flops", "latency", "serving", "data",
     "scaling", "profile",
 )
 
@@ -99,6 +99,11 @@ def run(args):
             for backend in args.backends
             for mode in ("train", "inference")
         ],
+        "versus_torch": [
+            ("versus_torch.py", sizes, backend)
+            for backend in args.backends
+            for sizes in ([], ["--width", "0.25", "--batch-size", "128"])
+        ],
         "flops": [("flops.py", [], "tensorflow")],
         "latency": [
             ("latency.py", ["--precision", "float32"], "tensorflow"),
@@ -112,7 +117,7 @@ def run(args):
         "profile": [
             ("profile_steps.py", ["--precision", precision], "tensorflow")
             for precision in PRECISIONS
-        ],
+        ] + [("profile_jax.py", [], "jax")],
     }
     for part, scripts in jobs.items():
         if part not in args.only:

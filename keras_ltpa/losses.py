@@ -1,4 +1,4 @@
-"""Cross-entropy with label smoothing for integer labels.
+"""The training objective: cross-entropy (with label smoothing) and `compile_model`.
 
 `keras.losses.SparseCategoricalCrossentropy` has no `label_smoothing`; the
 budget recipe (`keras_ltpa.optimizers.RECIPES["budget"]`) smooths the
@@ -9,6 +9,8 @@ targets, so integer labels are turned into one-hot rows here and passed to
 
 import keras
 from keras import ops
+
+from keras_ltpa.devices import resolve_jit_compile
 
 
 @keras.saving.register_keras_serializable(package="keras_ltpa")
@@ -48,3 +50,40 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
         config = super().get_config()
         config["label_smoothing"] = self.label_smoothing
         return config
+
+
+def compile_model(
+    model, optimizer, *, label_mode="int", jit_compile="auto", label_smoothing=0.0
+):
+    """Compiles a logits model with cross-entropy and accuracy.
+
+    Args:
+        model: a `build_model()` model (logits output).
+        optimizer: e.g. from `make_optimizer`.
+        label_mode: `"int"` (sparse labels) or `"categorical"` (one-hot or
+            soft labels from MixUp/CutMix).
+        jit_compile: `"auto"`, `"on"`/True or `"off"`/False (see
+            `resolve_jit_compile`).
+        label_smoothing: float in [0, 1), spread over all classes.
+
+    Returns:
+        The model, compiled.
+    """
+    if label_mode == "categorical":
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    elif label_smoothing:
+        loss = SparseCrossentropyWithSmoothing(label_smoothing)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=metrics,
+        jit_compile=resolve_jit_compile(jit_compile),
+    )
+    return model

@@ -32,7 +32,7 @@ from keras_ltpa.distribution import check_jit_compile
 from keras_ltpa.distribution import resolve_distribution
 from keras_ltpa.distribution import scaled_learning_rate
 from keras_ltpa.files import write_json
-from keras_ltpa.losses import SparseCrossentropyWithSmoothing
+from keras_ltpa.losses import compile_model  # noqa: F401  (re-exported)
 from keras_ltpa.model import CIFAR10_MEAN
 from keras_ltpa.model import CIFAR10_STD
 from keras_ltpa.model import build_model
@@ -51,43 +51,6 @@ from keras_ltpa.optimizers import make_optimizer
 
 # Where the model's input normalisation comes from (`--pixel-stats`).
 PIXEL_STATS = ("auto", "data", "cifar10")
-
-
-def compile_model(
-    model, optimizer, *, label_mode="int", jit_compile="auto", label_smoothing=0.0
-):
-    """Compiles a logits model with cross-entropy and accuracy.
-
-    Args:
-        model: a `build_model()` model (logits output).
-        optimizer: e.g. from `make_optimizer`.
-        label_mode: `"int"` (sparse labels) or `"categorical"` (one-hot or
-            soft labels from MixUp/CutMix).
-        jit_compile: `"auto"`, `"on"`/True or `"off"`/False (see
-            `resolve_jit_compile`).
-        label_smoothing: float in [0, 1), spread over all classes.
-
-    Returns:
-        The model, compiled.
-    """
-    if label_mode == "categorical":
-        loss = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing
-        )
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    elif label_smoothing:
-        loss = SparseCrossentropyWithSmoothing(label_smoothing)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=metrics,
-        jit_compile=resolve_jit_compile(jit_compile),
-    )
-    return model
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ percentiles, tables) are right.
 """
 
 import json
+import os
 import pathlib
 import sys
 
@@ -16,7 +17,8 @@ import pytest
 
 from tests.conftest import require_package
 
-BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -180,6 +182,16 @@ def test_latency_smoke(tmp_path):
         result["forward_gflops"] / result["matmul_gflops_per_second"]["bfloat16"] * 1e3,
         rel=0.01,
     )
+    floor = result["ideal_latency_ms"]["float32"]
+    assert result["savedmodel_p50_over_float32_floor"] == pytest.approx(
+        result["latency"]["savedmodel_folded_serving_default"]["p50_ms"] / floor, rel=0.01
+    )
+    require_package("torch", "torch")
+    versus = result["savedmodel_versus_torch_eager"]
+    assert set(versus) == {"b1", "b32"}
+    for entry in versus.values():
+        assert entry["savedmodel"]["p50_ms"] > 0 and entry["torch_eager"]["p50_ms"] > 0
+        assert entry["torch_over_savedmodel"] > 0
 
 
 @pytest.mark.tf_only
@@ -327,3 +339,97 @@ def test_serving_smoke(tmp_path):
     load = result["threaded_load"]
     assert load["requests"] == 4 and load["images_per_second"] > 0
     assert (tmp_path / "serving_smoke.json").is_file()
+
+
+def test_interleaved_rounds_rotate_and_ratios_use_the_best_denominator():
+    import measure
+
+    calls = []
+    steps = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    times = measure.interleaved_rounds(steps, rounds=3)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(t) == 3 for t in times.values())
+    fixed = {"k": [1.0, 2.0, 1.0], "t1": [2.0, 2.0, 3.0], "t2": [3.0, 1.0, 1.5]}
+    # Per round: min(t1, t2) / k = 2, 0.5, 1.5 -> median 1.5.
+    assert measure.round_ratios(fixed, "k", ["t1", "t2"]) == pytest.approx(1.5)
+
+
+def test_versus_torch_smoke(tmp_path):
+    require_package("torch", "torch")
+    import versus_torch
+
+    result = versus_torch.main(["--smoke", "--output-dir", str(tmp_path)])
+    (path,) = tmp_path.glob("versus_torch_*_smoke.json")
+    assert _read(path) == json.loads(json.dumps(result))
+    _check_environment(result)
+    kernels = result["environment"]["cpu_kernels"]
+    assert set(kernels) == {"TF_ENABLE_ONEDNN_OPTS", "set_by", "tensorflow_onednn"}
+    for mode in ("train", "inference"):
+        entry = result[mode]
+        labels = list(entry["step_seconds"])
+        assert labels[0].startswith("keras ") and {"torch float32", "torch bfloat16_autocast"} <= set(labels)
+        # The ratio is recomputed from the recorded step times.
+        torch_labels = [label for label in labels if label.startswith("torch")]
+        per_round = [
+            min(entry["step_seconds"][t][i] for t in torch_labels) / entry["step_seconds"][labels[0]][i]
+            for i in range(result["settings"]["rounds"])
+        ]
+        assert entry["ratio_to_torch_best"] == pytest.approx(np.median(per_round), rel=0.01)
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_without_tensorflow(tmp_path):
+    require_package("jax", "jax")
+    require_package("torch", "torch")
+    import measure
+
+    # A `tensorflow` package that cannot be imported, ahead on the path: the
+    # script must not need TensorFlow (the GPU machine has none).
+    hidden = tmp_path / "no_tensorflow" / "tensorflow"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("no TensorFlow here")')
+    result = measure.run_script(
+        "gpu.py", ["--smoke", "--output-dir", tmp_path], "jax", timeout=600,
+        env={"PYTHONPATH": f"{hidden.parent}{os.pathsep}{REPO_ROOT}"},
+    )
+    assert "error" not in result, result
+    assert set(result["keras"]) == {"float32", "mixed_bfloat16"}
+    assert set(result["torch"]) == {"float32", "bfloat16_autocast"}
+    for entry in list(result["keras"].values()) + list(result["torch"].values()):
+        assert entry["train"]["images_per_second"] > 0
+        assert entry["inference"]["images_per_second"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only  # trains four small models; one backend is enough
+def test_recipes_smoke(tmp_path):
+    import recipes
+
+    result = recipes.main(["--smoke", "--output-dir", str(tmp_path)])
+    assert set(result["candidates"]) == {"paper", "paper-fast-decay", "cosine", "budget"}
+    budget = result["candidates"]["budget"]["settings"]
+    assert (budget["lr_schedule"], budget["label_smoothing"]) == ("cosine", 0.1)
+    assert result["candidates"]["paper-fast-decay"]["settings"]["lr_decay_epochs"] == 1
+    for entry in result["candidates"].values():
+        assert len(entry["test_accuracy_per_epoch"]) == 3
+        assert entry["test_accuracy"] == pytest.approx(entry["test_accuracy_per_epoch"][-1])
+    assert result["best"] == max(
+        result["candidates"], key=lambda n: result["candidates"][n]["test_accuracy"]
+    )
+
+
+def test_profile_jax_smoke(tmp_path):
+    if keras.backend.backend() != "jax":
+        pytest.skip("profile_jax.py profiles the JAX backend (run under KERAS_BACKEND=jax)")
+    import profile_jax
+
+    result = profile_jax.main(["--smoke", "--output-dir", str(tmp_path)])
+    _check_environment(result)
+    assert set(result["median_ms"]) >= {
+        "keras_train_step", "jax_train_step", "jax_forward", "jax_forward_backward", "conv_jax",
+    }
+    times = result["step_seconds"]
+    assert result["keras_over_pure_jax"] == pytest.approx(
+        np.median([k / j for k, j in zip(times["keras_train_step"], times["jax_train_step"])]),
+        rel=0.01,
+    )

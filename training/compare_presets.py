@@ -32,9 +32,10 @@ def parse_args(argv=None):
         "directory or a .keras file",
     )
     parser.add_argument("baseline", help="the plain VGG baseline, named the same ways")
-    parser.add_argument("--data-root", default=str(REPO_ROOT.parent / "shared" / "data"))
-    parser.add_argument("--output-dir", default=str(REPO_ROOT / "docs" / "results"))
-    parser.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
+    # Relative defaults: the paths land in the report and the README as written.
+    parser.add_argument("--data-root", default=os.path.relpath(REPO_ROOT.parent / "shared" / "data"))
+    parser.add_argument("--output-dir", default=os.path.relpath(REPO_ROOT / "docs" / "results"))
+    parser.add_argument("--readme", default=os.path.relpath(REPO_ROOT / "README.md"))
     parser.add_argument("--fgsm-limit", type=cli.positive_int, default=1000)
     parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
     parser.add_argument("--quick", action="store_true", help="small subsets; README untouched")
@@ -87,8 +88,9 @@ def verdicts(report):
     )
     transfer = report["transfer"]
     moved = {n: transfer[n]["accuracy"] for n in ("model", "baseline")}
+    target = os.path.basename(os.path.normpath(report.get("transfer_dataset", "the target set")))
     lines.append(
-        f"- Transfer to an unseen dataset (Caltech-101, linear SVM): "
+        f"- Transfer to an unseen dataset ({target}, linear SVM): "
         f"{'holds' if moved['model'] > moved['baseline'] else 'does not hold'} here "
         f"({_percent(moved['model'])} vs {_percent(moved['baseline'])} top-1)."
     )

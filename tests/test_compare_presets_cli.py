@@ -1,0 +1,94 @@
+"""training/compare_presets.py: the README block, its verdicts, a quick run."""
+
+import json
+import pathlib
+
+import pytest
+
+from keras_ltpa import build_model
+from tests.conftest import load_script
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+compare = load_script(REPO_ROOT / "training" / "compare_presets.py", "compare_presets_cli")
+
+
+def _report(attention_accuracy, baseline_accuracy, fgsm_model, fgsm_baseline):
+    return {
+        "models": {
+            "model": {"source": "preset:a", "variant": "att3-concat-pc", "width_multiplier": 0.125,
+                      "input_shape": [32, 32, 3]},
+            "baseline": {"source": "preset:b", "variant": "noatt", "width_multiplier": 0.125,
+                         "input_shape": [32, 32, 3]},
+        },
+        "classification": {
+            "model": {"count": 10, "accuracy": attention_accuracy, "top_k": 5, "top_k_accuracy": 0.9},
+            "baseline": {"count": 10, "accuracy": baseline_accuracy, "top_k": 5, "top_k_accuracy": 0.8},
+        },
+        "localization": [{
+            "threshold": "mean", "count": 3,
+            "jaccard": {"attention_1": 0.2, "attention_3": 0.45, "gaussian_prior": 0.42,
+                        "baseline_cam": 0.3},
+        }],
+        "robustness": {
+            name: {"count": 5, "epsilons": [0.0, 1.0, 2.0], "accuracy": accuracy,
+                   "mean_flip_epsilon": 1.5}
+            for name, accuracy in (("model", fgsm_model), ("baseline", fgsm_baseline))
+        },
+        "transfer_dataset": "caltech101",
+        "transfer": {
+            name: {"num_classes": 3, "train_count": 6, "test_count": 3, "features": kind,
+                   "feature_dim": 4, "accuracy": accuracy, "mean_class_accuracy": accuracy}
+            for name, kind, accuracy in (("model", "attention", 0.5), ("baseline", "global", 0.6))
+        },
+    }
+
+
+def test_verdicts_follow_the_numbers():
+    lines = compare.verdicts(_report(0.7, 0.6, [0.7, 0.5, 0.4], [0.6, 0.3, 0.5]))
+    assert lines[0].startswith("- Accuracy") and "holds here (70.0% vs 60.0%)" in lines[0]
+    assert "attention_3 0.450" in lines[1] and "the claim holds here" in lines[1]
+    assert "more accurate at 1 of 2 epsilons" in lines[2] and "holds in part" in lines[2]
+    assert "does not hold here (50.0% vs 60.0% top-1)" in lines[3]
+    worse = compare.verdicts(_report(0.5, 0.6, [0.5, 0.1, 0.1], [0.6, 0.3, 0.5]))
+    assert "does not hold here (50.0% vs 60.0%)" in worse[0]
+    assert "the claim does not hold here" in worse[2]
+
+
+def test_readme_block_replaces_only_its_part(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{compare.START_MARKER}\nold\n{compare.END_MARKER}\nafter\n")
+    report = _report(0.7, 0.6, [0.7, 0.5, 0.4], [0.6, 0.3, 0.5])
+    block = compare.readme_block(report, tmp_path / "docs", readme, tmp_path / "docs" / "o.png")
+    compare.rewrite_readme(readme, block)
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
+    assert "| top-1 accuracy (%) | 70.0 | 60.0 |" in text
+    assert "](docs/fgsm_accuracy.png)" in text and "](docs/o.png)" in text
+    assert "compare_presets.py a b" in text
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers")
+    with pytest.raises(ValueError, match="BARE.md"):
+        compare.rewrite_readme(bare, block)
+
+
+@pytest.mark.slow
+def test_quick_run_on_two_model_files(tmp_path, shared_data_dir, capsys):
+    build_model(10, width_multiplier=0.0625).save(tmp_path / "att.keras")
+    build_model(10, variant="noatt", width_multiplier=0.0625).save(tmp_path / "vgg.keras")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{compare.START_MARKER}\n{compare.END_MARKER}\n")
+    code = compare.main([
+        str(tmp_path / "att.keras"), str(tmp_path / "vgg.keras"), "--quick",
+        "--data-root", str(shared_data_dir), "--output-dir", str(tmp_path / "out"),
+        "--readme", str(readme),
+    ])
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [
+        "attention_overlays_000.png", "fgsm_accuracy.png", "localization_jaccard.png",
+        "report.json", "report.md",
+    ]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["classification"]["model"]["count"] == 200
+    assert readme.read_text() == f"{compare.START_MARKER}\n{compare.END_MARKER}\n"  # --quick
+    assert "- Accuracy" in capsys.readouterr().out
