@@ -22,7 +22,7 @@ import sys
 
 import measure
 from versus_torch import TORCH_PRECISIONS
-from versus_torch import torch_steps
+from torch_reference import torch_steps
 
 KERAS_PRECISIONS = ("float32", "mixed_bfloat16")
 

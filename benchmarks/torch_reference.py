@@ -101,48 +101,60 @@ def build_reference(num_classes=10, width=1.0):
     return Network()
 
 
+def torch_steps(width, batch_size, precision, device="cpu", channels_last=False):
+    """(train_step, inference_step) of the reference network at one precision
+    on `device` ("cpu" or "cuda"), trained as the public implementation
+    trains (SGD, momentum 0.9, weight decay 5e-4, cross-entropy); each step
+    blocks until its result is ready."""
+    import torch
+
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_reference(width=width).to(device, memory_format=memory_format)
+    images = (torch.rand(batch_size, 3, 32, 32) * 255).to(device, memory_format=memory_format)
+    labels = torch.randint(0, 10, (batch_size,)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loss_function = torch.nn.CrossEntropyLoss()
+
+    def autocast():
+        if precision == "bfloat16_autocast":
+            return torch.autocast(device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = loss_function(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def inference():
+        model.eval()
+        with torch.inference_mode(), autocast():
+            return model(images).float().cpu().numpy()
+
+    return train, inference
+
+
 def main(argv=None):
     args = parse_args(argv)
     load_at_start = measure.load_average()
 
     import torch
 
-    torch.manual_seed(0)
     width = measure.model_width(args)
-    model = build_reference(width=width)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    images = torch.rand(args.batch_size, 3, 32, 32).to(memory_format=memory_format)
-    labels = torch.randint(0, 10, (args.batch_size,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loss_function = torch.nn.CrossEntropyLoss()
-
-    def precision():
-        if args.precision == "bfloat16_autocast":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def train_step():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with precision():
-            loss = loss_function(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    def inference_step():
-        model.eval()
-        with torch.inference_mode(), precision():
-            return model(images).float().numpy()
-
+    train_step, inference_step = torch_steps(
+        width, args.batch_size, args.precision, channels_last=args.channels_last
+    )
     result = {
         "benchmark": "torch_reference",
         "smoke": args.smoke,
         "settings": {
             "model": "att3-concat-pc (plain PyTorch)",
             "width_multiplier": width,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": sum(p.numel() for p in build_reference(width=width).parameters()),
             "precision": args.precision,
             "channels_last": args.channels_last,
             "batch_size": args.batch_size,

@@ -33,7 +33,7 @@ import sys
 import time
 
 import measure
-from torch_reference import build_reference
+from torch_reference import torch_steps
 
 TORCH_PRECISIONS = ("float32", "bfloat16_autocast")
 
@@ -66,42 +66,6 @@ def cpu_tag(cpu_model):
     """A short file-name tag for a CPU model string."""
     words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", "", cpu_model).split()
     return "-".join(words[:3]).lower() or "cpu"
-
-
-def torch_steps(width, batch_size, precision, device="cpu"):
-    """(train_step, inference_step) of the PyTorch reference at one precision
-    on `device` ("cpu" or "cuda"); each step blocks until its result is ready."""
-    import contextlib
-
-    import torch
-
-    torch.manual_seed(0)
-    model = build_reference(width=width).to(device)
-    images = (torch.rand(batch_size, 3, 32, 32) * 255).to(device)
-    labels = torch.randint(0, 10, (batch_size,)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loss_function = torch.nn.CrossEntropyLoss()
-
-    def autocast():
-        if precision == "bfloat16_autocast":
-            return torch.autocast(device, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def train():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss = loss_function(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    def inference():
-        model.eval()
-        with torch.inference_mode(), autocast():
-            return model(images).float().cpu().numpy()
-
-    return train, inference
 
 
 def main(argv=None):
