@@ -155,7 +155,7 @@ def test_bad_evaluation_flags_exit_2_naming_them(argv, named, capsys):
 
 
 def test_transfer_refuses_an_empty_folder_an_unknown_set_and_a_wrong_kind(
-    saved_models, tmp_path, capsys
+    saved_models, shared_data_dir, tmp_path, capsys
 ):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     cases = [
@@ -164,6 +164,12 @@ def test_transfer_refuses_an_empty_folder_an_unknown_set_and_a_wrong_kind(
         (["--model", str(saved_models / "att.keras"), "--transfer", "no_such_dataset_xyz"],
          "no_such_dataset_xyz"),
     ]
+    caltech = _caltech_like_folder(tmp_path / "caltech", shared_data_dir, classes=2, per_split=(2, 1))
+    cases.append((
+        ["--model", str(saved_models / "noatt.keras"), "--transfer", str(caltech),
+         "--features", "attention"],
+        "no attention estimators",
+    ))
     for argv, named in cases:
         assert evaluate_cli.main(argv) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
