@@ -74,38 +74,55 @@ def sample_jpeg():
     return tf.io.encode_jpeg(image).numpy()
 
 
-def savedmodel_against_torch(serving, width, args):
-    """The folded SavedModel's `serving_default` against PyTorch eager
-    inference of the same network (`torch_reference.build_reference`, eval
-    mode, `inference_mode`), at batch 1 and 32, calls interleaved.
+def torch_eager_steps(width):
+    """A worker's PyTorch eager inference of the same network at batch 1 and 32."""
+    import torch
 
-    Returns:
-        {"b1": ..., "b32": ...}: p50/p99 ms of each and the median per-round
-        ratio `torch / SavedModel` (> 1: the SavedModel is faster).
-    """
-    import tensorflow as tf
-
-    try:
-        import torch
-    except ImportError:  # the comparison needs the [torch] extra
-        return None
     from torch_reference import build_reference
 
     torch.manual_seed(0)
     network = build_reference(width=width).eval()
+    steps = {}
+    for batch in BATCHES:
+        pixels = np.random.default_rng(batch).integers(0, 256, (batch, 3, 32, 32))
+        tensor = torch.from_numpy(pixels.astype("float32"))
+
+        def call(tensor=tensor):
+            with torch.inference_mode():
+                return network(tensor).numpy()
+
+        steps[f"b{batch}"] = call
+    return steps, {"torch_threads": torch.get_num_threads()}
+
+
+BATCHES = (1, 32)
+
+
+def savedmodel_against_torch(serving, width, args):
+    """The folded SavedModel's `serving_default` against PyTorch eager
+    inference of the same network (`torch_reference.build_reference`, eval
+    mode, `inference_mode`, in a worker process of its own:
+    `measure.StepWorker`), at batch 1 and 32, calls interleaved.
+
+    Returns:
+        {"b1": ..., "b32": ...}: p50/p99 ms of each and the median per-round
+        ratio `torch / SavedModel` (> 1: the SavedModel is faster); None
+        without PyTorch.
+    """
+    import importlib.util
+
+    import tensorflow as tf
+
+    if importlib.util.find_spec("torch") is None:  # the comparison needs [torch]
+        return None
+    worker = measure.StepWorker("latency:torch_eager_steps", {"width": width})
     comparison = {}
-    for batch in (1, 32):
+    for batch in BATCHES:
         pixels = np.random.default_rng(batch).integers(0, 256, (batch, 32, 32, 3)).astype("uint8")
         pixel_tensor = tf.constant(pixels)
-        torch_input = torch.from_numpy(pixels.transpose(0, 3, 1, 2).astype("float32"))
-
-        def torch_eager():
-            with torch.inference_mode():
-                return network(torch_input).numpy()
-
         calls = {
             "savedmodel": lambda: serving(images=pixel_tensor)["probabilities"].numpy(),
-            "torch_eager": torch_eager,
+            "torch_eager": worker.step(f"b{batch}"),
         }
         iterations = args.iterations if batch == 1 else max(2, args.iterations // 10)
         for call in calls.values():
@@ -123,6 +140,7 @@ def savedmodel_against_torch(serving, width, args):
         comparison[f"b{batch}"]["torch_over_savedmodel"] = round(
             measure.round_ratios(times, "savedmodel", ["torch_eager"]), 3
         )
+    worker.close()
     return comparison
 
 

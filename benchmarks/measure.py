@@ -18,8 +18,10 @@ common, so each script still reads top to bottom on its own:
 """
 
 import datetime
+import importlib
 import importlib.metadata
 import importlib.util
+import multiprocessing
 import json
 import os
 import pathlib
@@ -258,6 +260,56 @@ def interleaved_rounds(steps, rounds):
             steps[label]()
             times[label].append(time.perf_counter() - start)
     return times
+
+
+def _serve_steps(connection, builder, kwargs, env):
+    """A `StepWorker`'s process: build the steps, then run one per request."""
+    os.environ.update(env or {})
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    module_name, function_name = builder.split(":")
+    steps, info = getattr(importlib.import_module(module_name), function_name)(**kwargs)
+    connection.send((list(steps), info))
+    while True:
+        label = connection.recv()
+        if label is None:
+            break
+        steps[label]()
+        connection.send(True)
+
+
+class StepWorker:
+    """Steps built and run in a child process of their own, on request.
+
+    Two frameworks in one process slow each other down: each one's thread
+    pool keeps spinning for a while after its work, on the cores the other
+    one then needs. A worker per framework keeps them apart, while the
+    parent still interleaves their steps round by round. `builder` is
+    `"module:function"` (a module of `benchmarks/`) returning `(steps,
+    info)`: {label: call} and a JSON-ready dict; `env` is set in the child
+    before anything is imported (e.g. `KERAS_BACKEND`). A request costs a
+    pipe round trip (tens of microseconds) on top of the step.
+    """
+
+    def __init__(self, builder, kwargs=None, env=None):
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_steps, args=(child, builder, kwargs or {}, env), daemon=True
+        )
+        self._process.start()
+        self.labels, self.info = self._connection.recv()
+
+    def run(self, label):
+        self._connection.send(label)
+        self._connection.recv()
+
+    def step(self, label):
+        """`run(label)` as a call without arguments, for `interleaved_rounds`."""
+        return lambda: self.run(label)
+
+    def close(self):
+        self._connection.send(None)
+        self._process.join(timeout=60)
 
 
 def round_ratios(times, numerator, denominators):

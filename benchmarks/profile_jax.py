@@ -15,7 +15,7 @@ interleaved rounds (`measure.interleaved_rounds`), all in one process:
 - `conv_jax` against `conv_tensorflow`: the model's costliest convolution
   (block 2, 32x32, 128 -> 128 channels, 3x3) forward + backward with
   `jax.jit` (XLA:CPU) and with `tf.function` (TensorFlow's kernels: oneDNN
-  when on), in the same process.
+  when on; in a worker process, `measure.StepWorker`).
 
 If the JAX step is close to the pure-JAX step and the convolution alone is
 as many times slower under XLA:CPU as the whole step, the time goes to
@@ -27,6 +27,7 @@ XLA:CPU's convolutions, not to this project's code. Commands:
 Writes `benchmarks/results/profile_jax_b<batch>.json`.
 """
 
+import importlib.util
 import statistics
 import sys
 
@@ -94,15 +95,21 @@ def jax_steps(model, images, labels):
     }
 
 
-def conv_steps(batch_size, width):
-    """Forward + backward of block 2's 3x3 convolution in JAX and in TensorFlow."""
-    import jax
-    import jax.numpy as jnp
-
+def conv_inputs(batch_size, width):
+    """Block 2's conv input and kernel (32x32, 128 -> 128 channels, 3x3)."""
     channels = max(1, int(round(128 * width)))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, 32, 32, channels)).astype("float32")
     kernel = rng.normal(size=(3, 3, channels, channels)).astype("float32") * 0.05
+    return x, kernel
+
+
+def jax_conv_step(batch_size, width):
+    """Forward + backward of block 2's 3x3 convolution under `jax.jit`."""
+    import jax
+    import jax.numpy as jnp
+
+    x, kernel = conv_inputs(batch_size, width)
 
     def conv_loss(x, kernel):
         out = jax.lax.conv_general_dilated(
@@ -110,25 +117,30 @@ def conv_steps(batch_size, width):
         )
         return jnp.sum(out * out)
 
-    jax_grad = jax.jit(jax.grad(conv_loss, argnums=(0, 1)))
+    grad = jax.jit(jax.grad(conv_loss, argnums=(0, 1)))
     jx, jk = jnp.asarray(x), jnp.asarray(kernel)
-    steps = {"conv_jax": lambda: [np.asarray(g) for g in jax_grad(jx, jk)]}
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return steps, channels
+    return lambda: [np.asarray(g) for g in grad(jx, jk)]
+
+
+def tensorflow_conv_steps(batch_size, width):
+    """A worker's step: the same convolution's forward + backward in
+    TensorFlow (`tf.function`; oneDNN when on)."""
+    import tensorflow as tf
+
+    from keras_ltpa import cpu_defaults
+
+    x, kernel = conv_inputs(batch_size, width)
     tx, tk = tf.constant(x), tf.Variable(kernel)
 
     @tf.function
-    def tf_grad(x):
+    def grad(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             out = tf.nn.conv2d(x, tk, 1, "SAME")
             loss = tf.reduce_sum(out * out)
         return tape.gradient(loss, [x, tk])
 
-    steps["conv_tensorflow"] = lambda: [g.numpy() for g in tf_grad(tx)]
-    return steps, channels
+    return {"conv": lambda: [g.numpy() for g in grad(tx)]}, {"cpu_kernels": cpu_defaults.describe()}
 
 
 def main(argv=None):
@@ -146,12 +158,21 @@ def main(argv=None):
     images, labels = measure.random_batch(args.batch_size)
     steps = {"keras_train_step": lambda: model.train_on_batch(images, labels)}
     steps.update(jax_steps(model, images, labels))
-    convs, channels = conv_steps(args.batch_size, width)
-    steps.update(convs)
+    steps["conv_jax"] = jax_conv_step(args.batch_size, width)
+    channels = conv_inputs(1, width)[0].shape[-1]
+    tensorflow_worker = None
+    if importlib.util.find_spec("tensorflow") is not None:
+        # In a process of its own: TensorFlow's threads would slow JAX's here.
+        tensorflow_worker = measure.StepWorker(
+            "profile_jax:tensorflow_conv_steps", {"batch_size": args.batch_size, "width": width}
+        )
+        steps["conv_tensorflow"] = tensorflow_worker.step("conv")
     warmup_seconds = {}
     for label, step in steps.items():
         warmup_seconds[label] = measure.time_steps(step, steps=1, warmup=1)["warmup_seconds"]
     times = measure.interleaved_rounds(steps, args.rounds)
+    if tensorflow_worker is not None:
+        tensorflow_worker.close()
     medians = {label: statistics.median(t) for label, t in times.items()}
     result = {
         "benchmark": "profile_jax",

@@ -155,7 +155,10 @@ def versus_torch_table(results):
         if r.get("benchmark") != "versus_torch" or r.get("smoke"):
             continue
         s = r["settings"]
-        kernels = r["environment"].get("cpu_kernels", {})
+        keras_worker = next(
+            (w for label, w in r.get("workers", {}).items() if label.startswith("keras")), {}
+        )
+        kernels = keras_worker.get("cpu_kernels") or r["environment"].get("cpu_kernels", {})
         onednn = {True: "oneDNN on", False: "oneDNN off"}.get(kernels.get("tensorflow_onednn"), "-")
         for mode in ("train", "inference"):
             entry = r[mode]

@@ -1,9 +1,11 @@
-"""Keras against the plain PyTorch reference, side by side in one process.
+"""Keras against the plain PyTorch reference, side by side on one machine.
 
 The speed targets are ratios to the PyTorch reference network
 (`torch_reference.build_reference`, the paper's model in plain PyTorch) on
-the same machine at the same time. Here both are built in one process:
-the Keras model as `training/fit.py` compiles it (`measure.training_model`,
+the same machine at the same time. Each configuration runs in a worker
+process of its own (`measure.StepWorker`: two frameworks in one process
+slow each other with their spinning thread pools), started by this script,
+which interleaves their steps: the Keras model as `training/fit.py` compiles it (`measure.training_model`,
 the current backend, `--precision auto`'s choice for this machine unless
 `--keras-precision`), and the PyTorch model in each of `--torch-precisions`
 (float32; bfloat16 autocast). Their training steps (forward, backward, SGD
@@ -27,6 +29,7 @@ Commands (the full model at batch 32, and width 0.25 at batch 128):
 Writes `benchmarks/results/versus_torch_<backend>_w<width>_b<batch>_<cpu>.json`.
 """
 
+import os
 import re
 import statistics
 import sys
@@ -68,33 +71,55 @@ def cpu_tag(cpu_model):
     return "-".join(words[:3]).lower() or "cpu"
 
 
+def keras_steps(width, batch_size, precision):
+    """A worker's Keras steps: the model as `training/fit.py` compiles it."""
+    import keras
+
+    from keras_ltpa import cpu_defaults
+    from keras_ltpa.devices import choose_precision
+
+    precision = choose_precision("auto") if precision == "auto" else precision
+    keras.config.set_dtype_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = measure.training_model(width_multiplier=width)
+    images, labels = measure.random_batch(batch_size)
+    steps = {
+        "train": lambda: model.train_on_batch(images, labels),
+        "inference": lambda: model.predict_on_batch(images),
+    }
+    info = {
+        "label": f"keras {keras.backend.backend()} {precision}",
+        "precision": precision,
+        "jit_compile": bool(model.jit_compile),
+        "cpu_kernels": cpu_defaults.describe(),
+    }
+    return steps, info
+
+
+def torch_worker_steps(width, batch_size, precision):
+    """A worker's PyTorch reference steps at one precision."""
+    import torch
+
+    train, inference = torch_steps(width, batch_size, precision)
+    info = {"label": f"torch {precision}", "torch_threads": torch.get_num_threads()}
+    return {"train": train, "inference": inference}, info
+
+
 def main(argv=None):
     args = parse_args(argv)
     load_at_start = measure.load_average()
-
-    import keras
-
-    from keras_ltpa.devices import choose_precision
-
-    backend = keras.backend.backend()
-    precision = (
-        choose_precision("auto") if args.keras_precision == "auto" else args.keras_precision
-    )
-    keras.config.set_dtype_policy(precision)
-    keras.utils.set_random_seed(0)
-    model = measure.training_model(width_multiplier=args.width)
-    keras.config.set_dtype_policy("float32")
-    images, labels = measure.random_batch(args.batch_size)
-    keras_label = f"keras {backend} {precision}"
-    steps = {
-        "train": {keras_label: lambda: model.train_on_batch(images, labels)},
-        "inference": {keras_label: lambda: model.predict_on_batch(images)},
-    }
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    sizes = {"width": args.width, "batch_size": args.batch_size}
+    # One process per framework (see measure.StepWorker), driven from here.
+    workers = [measure.StepWorker(
+        "versus_torch:keras_steps", dict(sizes, precision=args.keras_precision),
+        env={"KERAS_BACKEND": backend},
+    )]
     for torch_precision in args.torch_precisions:
-        train, inference = torch_steps(args.width, args.batch_size, torch_precision)
-        steps["train"][f"torch {torch_precision}"] = train
-        steps["inference"][f"torch {torch_precision}"] = inference
-
+        workers.append(measure.StepWorker(
+            "versus_torch:torch_worker_steps", dict(sizes, precision=torch_precision)
+        ))
+    keras_label = workers[0].info["label"]
     result = {
         "benchmark": "versus_torch",
         "smoke": args.smoke,
@@ -104,13 +129,16 @@ def main(argv=None):
             "batch_size": args.batch_size,
             "rounds": args.rounds,
             "warmup": args.warmup,
-            "keras_precision": precision,
-            "keras_jit_compile": bool(model.jit_compile),
+            "keras_precision": workers[0].info["precision"],
+            "keras_jit_compile": workers[0].info["jit_compile"],
             "torch_precisions": args.torch_precisions,
+            "processes": "one per framework configuration, steps interleaved by the parent",
         },
+        "workers": {worker.info["label"]: worker.info for worker in workers},
         "targets": {"train": 1.1, "inference": 1.2},
     }
-    for mode, calls in steps.items():
+    for mode in ("train", "inference"):
+        calls = {worker.info["label"]: worker.step(mode) for worker in workers}
         warm = {}
         for label, call in calls.items():  # tracing, compilation, allocator warm-up
             start = time.perf_counter()
@@ -134,10 +162,11 @@ def main(argv=None):
             f"{mode:9s} " + "  ".join(f"{label} {rate:.2f} img/s" for label, rate in rates.items())
             + f"  ratio {result[mode]['ratio_to_torch_best']:.2f} (target {result['targets'][mode]})"
         )
-    result["memory"] = measure.memory_record(" (both frameworks)")
-    environment_cpu = measure.environment()["machine"]["cpu"]
+    for worker in workers:
+        worker.close()
+    environment_cpu = measure.environment(backend)["machine"]["cpu"]
     name = f"versus_torch_{backend}_w{args.width:g}_b{args.batch_size}_{cpu_tag(environment_cpu)}"
-    return measure.finish(result, name, args, load_at_start)
+    return measure.finish(result, name, args, load_at_start, backend=backend)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_ltpa import cpu_defaults
 from tests.conftest import require_package
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -362,8 +363,11 @@ def test_versus_torch_smoke(tmp_path):
     (path,) = tmp_path.glob("versus_torch_*_smoke.json")
     assert _read(path) == json.loads(json.dumps(result))
     _check_environment(result)
-    kernels = result["environment"]["cpu_kernels"]
+    keras_label = next(label for label in result["workers"] if label.startswith("keras"))
+    kernels = result["workers"][keras_label]["cpu_kernels"]
     assert set(kernels) == {"TF_ENABLE_ONEDNN_OPTS", "set_by", "tensorflow_onednn"}
+    if keras.backend.backend() == "tensorflow" and cpu_defaults.is_x86():
+        assert kernels["tensorflow_onednn"] is True
     for mode in ("train", "inference"):
         entry = result[mode]
         labels = list(entry["step_seconds"])
