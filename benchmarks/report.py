@@ -159,14 +159,15 @@ def versus_torch_table(results):
             (w for label, w in r.get("workers", {}).items() if label.startswith("keras")), {}
         )
         kernels = keras_worker.get("cpu_kernels") or r["environment"].get("cpu_kernels", {})
-        onednn = {True: "oneDNN on", False: "oneDNN off"}.get(kernels.get("tensorflow_onednn"), "-")
+        onednn = {True: ", oneDNN on", False: ", oneDNN off"}.get(kernels.get("tensorflow_onednn"), "")
         for mode in ("train", "inference"):
             entry = r[mode]
             keras_label = next(label for label in entry["images_per_second"] if label.startswith("keras"))
             rates = entry["images_per_second"]
             rows.append((
                 machine_kind(r), f"{s['width_multiplier']:g}", s["batch_size"], mode,
-                f"{rates[keras_label]} ({keras_label.split(' ', 1)[1]}, {onednn})",
+                f"{rates[keras_label]} ({keras_label.split(' ', 1)[1]}"
+                f"{onednn if 'tensorflow' in keras_label else ''})",
                 f"{rates[entry['torch_best']]} ({entry['torch_best'].split(' ', 1)[1]})",
                 f"{entry['ratio_to_torch_best']} (target {r['targets'][mode]})", _load(r),
             ))
@@ -324,7 +325,7 @@ def write_report(results_dir, readme=None):
         ("Throughput (att3-concat-pc, 32x32, 10 classes)", throughput_table(results)),
         ("Precision and XLA, interleaved in one process (compare.py)",
          compare_table(results)),
-        ("Against the PyTorch reference, interleaved in one process (versus_torch.py)",
+        ("Against the PyTorch reference, worker processes interleaved (versus_torch.py)",
          versus_torch_table(results)),
         ("Forward FLOPs and matmul rate", flops_table(results)),
         ("Batch-1 latency: SavedModel signatures vs Keras", latency_table(results)),
