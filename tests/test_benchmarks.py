@@ -262,6 +262,17 @@ def test_run_all_report_builds_tables(tmp_path, monkeypatch):
     (results / "throughput_smoke.json").write_text(json.dumps({
         "benchmark": "throughput", "smoke": True,
     }))
+    machine = {"cpu": "Test CPU", "cores": 2, "cpu_flags": ["avx2"]}
+    (results / "versus_torch_a.json").write_text(json.dumps({
+        "benchmark": "versus_torch", "smoke": False, "load_average": load,
+        "environment": {"backend": "tensorflow", "machine": machine},
+        "settings": {"width_multiplier": 0.25, "batch_size": 128},
+        "workers": {"keras tensorflow float32": {"cpu_kernels": {"tensorflow_onednn": True}}},
+        "targets": {"train": 1.1, "inference": 1.2},
+        **{mode: {"images_per_second": {"keras tensorflow float32": 90.0, "torch float32": 60.0},
+                  "torch_best": "torch float32", "ratio_to_torch_best": 1.5}
+           for mode in ("train", "inference")},
+    }))
     readme = tmp_path / "README.md"
     readme.write_text(f"# Intro kept\n\n{report.BEGIN}\nold\n{report.END}\n\nOutro kept\n")
     monkeypatch.setattr(report, "README", readme)
@@ -270,6 +281,10 @@ def test_run_all_report_builds_tables(tmp_path, monkeypatch):
     assert text.startswith("# Intro kept") and text.rstrip().endswith("Outro kept")
     assert "old" not in text
     assert "| jax | float32 | XLA on | 32 | 12.50 / 13.00 | 40.00 | 2048 | 0.10 / 0.40 |" in text
+    assert (
+        "| Test CPU, 2 cores (avx2) | 0.25 | 128 | train | 90.0 (tensorflow float32, oneDNN on) "
+        "| 60.0 (float32) | 1.5 (target 1.1) | 0.10 / 0.40 |"
+    ) in text
     # Parts without results get no empty table.
     assert "latency" not in text.lower()
 
