@@ -142,8 +142,6 @@ def save_preset(model, name, metadata, presets_dir=None):
     Returns:
         The preset's folder.
     """
-    import keras
-
     from keras_ltpa.files import set_usual_mode
 
     presets_dir = presets_dir or PRESETS_DIR
@@ -151,8 +149,9 @@ def save_preset(model, name, metadata, presets_dir=None):
     temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=presets_dir)
     try:
         set_usual_mode(temporary)
-        # Re-created uncompiled: the preset carries no optimizer state.
-        plain = keras.models.clone_model(model)
+        # Re-created from its config (same class, class names, pixel
+        # statistics) and left uncompiled: the preset carries no optimizer.
+        plain = type(model).from_config(model.get_config())
         plain.set_weights(model.get_weights())
         plain.save(os.path.join(temporary, MODEL_FILE))
         _write_metadata(os.path.join(temporary, METADATA_FILE), metadata)
