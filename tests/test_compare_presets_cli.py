@@ -85,7 +85,8 @@ def test_quick_run_on_two_model_files(tmp_path, shared_data_dir, capsys):
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [
-        "attention_overlays_000.png", "fgsm_accuracy.png", "localization_jaccard.png",
+        "attention_horses_000.png", "attention_overlays_000.png", "fgsm_accuracy.png",
+        "localization_jaccard.png",
         "report.json", "report.md",
     ]
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -174,9 +174,17 @@ def main(argv=None):
             "test", data_dir=str(root / "cifar10"), batch_size=8, limit=8
         )
         images, labels = data.dataset_arrays(dataset)
+        attention = runs.load_model(model_reference(args.model))
         (overlay_path,) = visualize.save_attention_grids(
-            runs.load_model(model_reference(args.model)), images, args.output_dir, labels, class_names,
-            prefix="attention_overlays",
+            attention, images, args.output_dir, labels, class_names, prefix="attention_overlays",
+        )
+        # And the first four Weizmann horses (photos of other sizes, resized).
+        horses = visualize.read_images(
+            sorted((root / "weizmann_horse" / "rgb").glob("*.jpg"))[:4],
+            tuple(attention.input_shape[1:3]),
+        )
+        visualize.save_attention_grids(
+            attention, horses[0], args.output_dir, prefix="attention_horses",
         )
         if not (args.quick or args.no_readme):
             rewrite_readme(args.readme, readme_block(report, args.output_dir, args.readme, overlay_path))
