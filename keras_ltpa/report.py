@@ -43,7 +43,7 @@ def _table(header, rows):
 def markdown(report):
     """The report's tables as Markdown (a string)."""
     models = report["models"]
-    names = list(models)
+    names = sorted(models, key=lambda name: name != "model")  # the model first
     lines = ["# Evaluation report", ""]
     lines += _table(
         ["", *names],
