@@ -24,6 +24,7 @@ from keras_ltpa.checks import check_choice
 from keras_ltpa.gradients import to_float32
 from keras_ltpa import images as image_files
 from keras_ltpa.model import describe
+from keras_ltpa.visualize import check_image_batch
 
 FEATURE_KINDS = ("auto", "attention", "global")
 
@@ -81,12 +82,7 @@ def transfer_features(model, images, kind="auto", batch_size=64):
     >>> features.shape  # doctest: +SKIP
     (5784, 1536)
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            "`images` must be a uint8 array (N, H, W, 3) of raw RGB pixels; received "
-            f"dtype {images.dtype} and shape {images.shape}."
-        )
+    images = check_image_batch(images)
     extractor = feature_model(model, kind)
     size = tuple(model.input_shape[1:3])
     if None not in size and images.shape[1:3] != size:
