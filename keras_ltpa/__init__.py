@@ -3,11 +3,10 @@
 import importlib
 
 # Before anything imports TensorFlow: its oneDNN kernels on x86 unless the
-# user chose otherwise (see keras_ltpa/cpu_defaults.py).
-from keras_ltpa import cpu_defaults
-
-cpu_defaults.apply()
-
+# user chose otherwise (importing keras_ltpa.devices sets them first; see
+# keras_ltpa/devices/cpu_kernels.py).
+from keras_ltpa import _moved
+from keras_ltpa import devices  # noqa: F401
 from keras_ltpa import layers  # noqa: E402
 from keras_ltpa.layers import AttentionPool  # noqa: E402
 from keras_ltpa.layers import CompatibilityScore  # noqa: E402
@@ -22,37 +21,44 @@ from keras_ltpa.presets import load_preset  # noqa: E402
 from keras_ltpa.presets import preset_metadata  # noqa: E402
 from keras_ltpa.variants import parse_variant  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# Modules and functions that pull in TensorFlow's data/serving stack or
+__all__ = [
+    "layers",
+    "AttentionPool",
+    "CompatibilityScore",
+    "LinearProjector",
+    "AttentionClassifier",
+    "attention_model",
+    "build_model",
+    "describe",
+    "load_model_file",
+    "list_presets",
+    "load_preset",
+    "preset_metadata",
+    "parse_variant",
+    "__version__",
+]
+
+# Subpackages and functions that pull in TensorFlow's data/serving stack or
 # matplotlib load on first use, so `import keras_ltpa` stays light under the
 # JAX and torch backends.
-_LAZY_MODULES = (
-    "callbacks",
-    "convert",
-    "data",
-    "devices",
-    "distribution",
-    "evaluate",
-    "export",
-    "folding",
-    "images",
-    "optimizers",
-    "rest",
-    "runs",
-    "training",
-    "visualize",
-)
+_LAZY_MODULES = ("backbones", "cli", "convert", "data", "evaluation", "serving", "train", "utils")
 _LAZY_FUNCTIONS = {
-    "export_saved_model": "export",
+    "export_saved_model": "serving.export",
     "build_model_from_torch": "convert",
-    "run_training": "training",
-    "TrainingConfig": "training",
+    "run_training": "train.loop",
+    "TrainingConfig": "train.config",
+    "choose_precision": "devices.precision",
 }
+
+# The module paths of 0.1 (`keras_ltpa.training`, `keras_ltpa.export`, ...)
+# still import, with a DeprecationWarning (keras_ltpa/_moved.py).
+_moved.install()
 
 
 def __getattr__(name):
-    if name in _LAZY_MODULES:
+    if name in _LAZY_MODULES or name in _moved.MOVED:
         return importlib.import_module(f"keras_ltpa.{name}")
     if name in _LAZY_FUNCTIONS:
         module = importlib.import_module(f"keras_ltpa.{_LAZY_FUNCTIONS[name]}")

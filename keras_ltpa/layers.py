@@ -18,7 +18,7 @@ https://arxiv.org/abs/1804.02391
 import keras
 from keras import ops
 
-from keras_ltpa.checks import check_choice
+from keras_ltpa.utils.checks import check_choice
 
 COMPATIBILITY_MODES = ("pc", "dp")
 NORMALIZATIONS = ("softmax", "sigmoid")

@@ -13,7 +13,7 @@ A variant string joins tokens with `-`, each setting one argument:
 
 from keras_ltpa import backbones
 from keras_ltpa import layers as ltpa_layers
-from keras_ltpa.checks import check_choice
+from keras_ltpa.utils.checks import check_choice
 
 PAPER_ATTENTION_LAYERS = (3, 4, 5)
 ATTENTION_PRESETS = {"att3": (3, 4, 5), "att2": (4, 5), "noatt": ()}

@@ -1,5 +1,7 @@
 """Shared test setup: backend-aware markers and paths to the shared data."""
 
+import base64
+import importlib
 import importlib.util
 import json
 import os
@@ -7,15 +9,13 @@ import pathlib
 import sys
 import time
 
-import base64
-
 import keras
 import numpy as np
 import pytest
 
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
-from keras_ltpa import folding
+from keras_ltpa.serving import folding
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIT_SCRIPT = str(REPO_ROOT / "training" / "fit.py")
@@ -165,7 +165,7 @@ def serving_model():
 def serving_exports(serving_model, tmp_path_factory):
     """The same model exported unfolded (version 1) and folded (version 2)."""
     root = tmp_path_factory.mktemp("saved_models")
-    from keras_ltpa import export
+    from keras_ltpa.serving import export
 
     unfolded = export.export_saved_model(
         serving_model, root, class_names=SERVING_CLASS_NAMES, top_k=3, fold_batch_norm=False
@@ -216,7 +216,7 @@ def backed_up_epochs(run_dir):
         return 0
 
 
-run_fit = load_script(FIT_SCRIPT, "fit_cli")
+run_fit = importlib.import_module("keras_ltpa.cli.fit")
 
 
 # Runs training/fit.py's main() (argv[1]: fit.py, then its flags) with test
@@ -241,7 +241,8 @@ if devices:
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import keras
 import fit
-from keras_ltpa import callbacks, training
+from keras_ltpa.train import callbacks
+from keras_ltpa import train as training
 
 
 class Pause(keras.callbacks.Callback):

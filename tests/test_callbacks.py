@@ -6,9 +6,9 @@ import os
 import keras
 import pytest
 
-from keras_ltpa import callbacks
-from keras_ltpa import optimizers
-from keras_ltpa import runs
+from keras_ltpa.train import callbacks
+from keras_ltpa.train import optimizers
+from keras_ltpa.train import runs
 
 
 def test_history_csv_replaces_a_retrained_epoch(tmp_path):

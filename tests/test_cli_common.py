@@ -3,19 +3,18 @@ kept equal to `TrainingConfig`."""
 
 import argparse
 import dataclasses
+import importlib
 import json
 
 import pytest
 
-from keras_ltpa import devices
-from keras_ltpa import distribution
-from keras_ltpa import optimizers
-from keras_ltpa import training
-from tests.conftest import REPO_ROOT
-from tests.conftest import load_script
+from keras_ltpa import train as training
+from keras_ltpa.devices import precision as devices
+from keras_ltpa.train import distribution
+from keras_ltpa.train import optimizers
 from tests.conftest import run_fit
 
-cli = load_script(REPO_ROOT / "training" / "cli_common.py", "cli_common")
+cli = importlib.import_module("keras_ltpa.cli.common")
 
 
 def test_fit_flags_and_training_config_agree():

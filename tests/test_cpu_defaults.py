@@ -8,7 +8,7 @@ import sys
 import keras
 import pytest
 
-from keras_ltpa import cpu_defaults
+from keras_ltpa.devices import cpu_kernels as cpu_defaults
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def _kernels_in_a_fresh_process(**variables):
     env.update(variables)
     code = (
         "import json, keras_ltpa, keras; keras.ops.ones(1);"
-        "print(json.dumps(keras_ltpa.cpu_defaults.describe()))"
+        "print(json.dumps(keras_ltpa.devices.cpu_kernels.describe()))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300

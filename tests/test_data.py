@@ -11,8 +11,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from keras_ltpa import data
-from keras_ltpa import images as image_files
+from keras_ltpa.data import images as image_files
+from keras_ltpa.data import pipelines as data
 
 CLASSES = ("cat", "dog", "horse")
 

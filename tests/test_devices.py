@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_ltpa import devices
+from keras_ltpa.devices import precision as devices
 
 
 def test_choose_precision_explicit_and_invalid():

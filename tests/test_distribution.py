@@ -20,13 +20,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import distribution as ltpa_distribution
-from keras_ltpa import runs
+from keras_ltpa.train import distribution as ltpa_distribution
+from keras_ltpa.train import runs
 from tests.conftest import BIND_FAILURES
 from tests.conftest import backed_up_epochs
 from tests.conftest import free_port
-from tests.conftest import run_until_marker
 from tests.conftest import run_fit as fit
+from tests.conftest import run_until_marker
 from tests.conftest import write_fit_wrapper
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,10 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import tensorflow as tf
-from keras_ltpa import build_model, distribution as ltpa_distribution, optimizers, training
+from keras_ltpa import build_model
+from keras_ltpa.train import distribution as ltpa_distribution
+from keras_ltpa.train import optimizers
+from keras_ltpa.train import losses
 
 distribution = ltpa_distribution.resolve_distribution("mirrored")
 one_device = ltpa_distribution.resolve_distribution("one_device")
@@ -80,7 +83,7 @@ def train(dist, frozen_bn, x, y, batch_size, learning_rate):
         model = make(frozen_bn)
         model.set_weights(initial)
         optimizer = optimizers.make_optimizer(100, learning_rate=learning_rate)
-        training.compile_model(model, optimizer, jit_compile=JIT)
+        losses.compile_model(model, optimizer, jit_compile=JIT)
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
         model.fit(data, epochs=1, verbose=0, shuffle=False)
     return model

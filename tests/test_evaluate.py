@@ -1,4 +1,4 @@
-"""Tests of keras_ltpa.evaluate (the CLI: test_evaluate_cli.py)."""
+"""Tests of keras_ltpa.evaluation (the CLI: test_evaluate_cli.py)."""
 
 import keras
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from keras_ltpa import build_model
-from keras_ltpa import evaluate
-from keras_ltpa import images as image_files
-from keras_ltpa import visualize
+from keras_ltpa import evaluation as evaluate
+from keras_ltpa.data import images as image_files
+from keras_ltpa.evaluation import overlays as visualize
 from tests.conftest import tiny_model
 
 # --- Jaccard, thresholds, prior ---------------------------------------------

@@ -1,5 +1,6 @@
 """training/evaluate.py end to end: accuracy and localisation, errors."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -9,13 +10,12 @@ import sys
 import pytest
 
 from keras_ltpa import build_model
-from tests.conftest import load_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "training" / "evaluate.py"
 
 
-evaluate_cli = load_script(CLI, "evaluate_cli")
+evaluate_cli = importlib.import_module("keras_ltpa.cli.evaluate")
 
 
 @pytest.fixture(scope="module")

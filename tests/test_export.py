@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from keras_ltpa import build_model
-from keras_ltpa import export
-from keras_ltpa import folding
-from keras_ltpa import images
+from keras_ltpa.data import images
+from keras_ltpa.serving import export
+from keras_ltpa.serving import folding
 from tests.conftest import PROBE_IMAGES
 from tests.conftest import SERVING_CLASS_NAMES
 from tests.conftest import SERVING_WIDTH
@@ -114,7 +114,7 @@ def test_serve_bytes_decodes_png_and_jpeg(serving_model, serving_loaded, shared_
     horse = horse_path.read_bytes()
     gray = png_bytes(PROBE_IMAGES[2].mean(axis=-1, keepdims=True).astype("uint8"))
     out = serve_bytes(image_bytes=tf.constant([horse, gray]))
-    # The package's one decoder and resizer (keras_ltpa.images), as training.
+    # The package's one decoder and resizer (keras_ltpa.data.images), as training.
     decoded = [images.decode_image(tf.constant(data)) for data in (horse, gray)]
     assert decoded[0].shape[0] != 32
     pixels = np.stack([images.resize_image(image, (32, 32)).numpy() for image in decoded])
@@ -514,7 +514,7 @@ def _batching_parameters_class():
 def test_batching_parameters_file_parses_and_fits_the_export_limits():
     from google.protobuf import text_format
 
-    from keras_ltpa.signatures import DEFAULT_MAX_BATCH_SIZE
+    from keras_ltpa.serving.signatures import DEFAULT_MAX_BATCH_SIZE
 
     path = os.path.join(os.path.dirname(__file__), "..", "saved_models", "batching_parameters.txt")
     with open(path) as file:

@@ -1,4 +1,4 @@
-"""keras_ltpa.files: atomic writes, JSON, and the mode of renamed outputs."""
+"""keras_ltpa.utils.files: atomic writes, JSON, and the mode of renamed outputs."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from keras_ltpa import files
+from keras_ltpa.utils import files
 
 
 def _usual(base):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_ltpa import cpu_defaults
-from keras_ltpa import losses
-from keras_ltpa import optimizers
-from keras_ltpa import runs
+from keras_ltpa.devices import cpu_kernels as cpu_defaults
+from keras_ltpa.train import losses
+from keras_ltpa.train import optimizers
+from keras_ltpa.train import runs
 from tests.conftest import FIT_SCRIPT as FIT
 from tests.conftest import backed_up_epochs
 from tests.conftest import run_fit as fit

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import folding
+from keras_ltpa.serving import folding
 from tests.conftest import PROBE_IMAGES
 from tests.conftest import keras_outputs
 from tests.conftest import max_relative

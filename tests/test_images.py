@@ -1,4 +1,4 @@
-"""keras_ltpa.images: one way to list, decode and resize image files, and
+"""keras_ltpa.data.images: one way to list, decode and resize image files, and
 the same model input from a file on every path that reads one."""
 
 import shutil
@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_ltpa import data
-from keras_ltpa import evaluate
-from keras_ltpa import images
-from keras_ltpa import visualize
+from keras_ltpa import evaluation as evaluate
+from keras_ltpa.data import images
+from keras_ltpa.data import pipelines as data
+from keras_ltpa.evaluation import overlays as visualize
 from tests.conftest import write_image
 
 

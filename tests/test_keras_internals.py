@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import keras_internals
+from keras_ltpa.utils import keras_internals
 
 
 @pytest.mark.parametrize(
@@ -18,7 +18,7 @@ from keras_ltpa import keras_internals
 def test_private_attribute_exists(owner, attribute):
     assert callable(getattr(owner, attribute, None)), (
         f"Keras {keras.__version__} has no {owner.__name__}.{attribute}: update "
-        "keras_ltpa/keras_internals.py"
+        "keras_ltpa/utils/keras_internals.py"
     )
 
 

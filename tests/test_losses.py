@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa.losses import SparseCrossentropyWithSmoothing
+from keras_ltpa.train.losses import SparseCrossentropyWithSmoothing
 
 LOGITS = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], "float32")
 LABELS = np.array([0, 2])

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import optimizers
+from keras_ltpa.train import optimizers
 
 STEPS = 391  # CIFAR-10: 50,000 / 128 rounded up.
 

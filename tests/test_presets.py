@@ -1,6 +1,6 @@
 """Presets: shipped, loadable in safe mode everywhere, reproducing their accuracy."""
 
-import json
+import importlib
 import os
 import pathlib
 import subprocess
@@ -12,8 +12,8 @@ import pytest
 
 import keras_ltpa
 from keras_ltpa import presets
+from keras_ltpa.evaluation.accuracy import subset_scores
 from tests.conftest import REPO_ROOT
-from tests.conftest import load_script
 from tests.conftest import tiny_model
 
 SHIPPED = ("cifar10-att3-w0125", "cifar10-vgg-w0125")
@@ -42,7 +42,7 @@ def test_preset_loads_in_safe_mode_and_reproduces_its_subset_accuracy(name, shar
     size = sum(f.stat().st_size for f in pathlib.Path(presets.preset_dir(name)).iterdir())
     assert size < 8 * 2**20
     recorded = metadata["subset"]
-    scores = presets.subset_scores(model, shared_data_dir / "cifar10")
+    scores = subset_scores(model, shared_data_dir / "cifar10")
     assert scores["count"] == recorded["count"] == presets.SUBSET_SIZE
     # Exactly the recorded count, up to the images whose two best logits are
     # within float rounding of each other (recorded beside the count).
@@ -114,15 +114,16 @@ def test_visualize_a_photo_with_a_preset_from_the_command_line(tmp_path, shared_
 def test_export_a_preset_and_call_both_signatures(tmp_path, shared_data_dir):
     import tensorflow as tf
 
-    export_cli = load_script(REPO_ROOT / "training" / "export.py", "export_cli")
+    export_cli = importlib.import_module("keras_ltpa.cli.export")
     assert export_cli.main(
         ["preset:cifar10-att3-w0125", "--export-dir", str(tmp_path), "--name", "ltpa"]
     ) == 0
     loaded = tf.saved_model.load(str(tmp_path / "ltpa" / "1"))
     photo = (shared_data_dir / "cifar10" / "test" / "horse").iterdir().__next__().read_bytes()
     by_bytes = loaded.signatures["serve_bytes"](tf.constant([photo]))
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     pixels = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))[None]
     by_pixels = loaded.signatures["serving_default"](tf.constant(pixels, tf.uint8))

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_ltpa import rest
+from keras_ltpa.serving import rest
 from tests.conftest import PROBE_IMAGES
 from tests.conftest import SERVING_CLASS_NAMES
 from tests.conftest import b64

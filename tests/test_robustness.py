@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import robustness
+from keras_ltpa.evaluation import robustness
 from tests.conftest import REPO_ROOT
 from tests.conftest import tiny_model
 
@@ -120,7 +120,8 @@ CROSS_BACKEND_SCRIPT = """
 import json, sys
 import numpy as np
 import keras
-from keras_ltpa import evaluate, load_model_file
+from keras_ltpa import evaluation as evaluate
+from keras_ltpa import load_model_file
 model = load_model_file(sys.argv[1])
 data = np.load(sys.argv[2])
 fgsm = evaluate.fgsm_robustness(model, data["images"], data["labels"], [0, 1, 4, 16])

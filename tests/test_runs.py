@@ -5,7 +5,7 @@ import json
 import pytest
 
 from keras_ltpa import build_model
-from keras_ltpa import runs
+from keras_ltpa.train import runs
 
 
 def test_find_model_file_looks_where_training_writes(tmp_path):

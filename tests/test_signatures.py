@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_ltpa import export
-from keras_ltpa import images
-from keras_ltpa import signatures
+from keras_ltpa.data import images
+from keras_ltpa.serving import export
+from keras_ltpa.serving import signatures
 from tests.conftest import PROBE_IMAGES
 from tests.conftest import png_bytes
 
@@ -102,7 +102,7 @@ def test_each_hostile_request_is_refused_and_the_model_recovers(limited):
 @tf_only
 def test_accepted_formats_give_the_training_pixels(limited):
     """16-bit PNGs, CMYK JPEGs and animated PNGs are answered as
-    keras_ltpa.images decodes them (the first frame of an APNG)."""
+    keras_ltpa.data.images decodes them (the first frame of an APNG)."""
     import tensorflow as tf
 
     wide = (PROBE_IMAGES[0].astype(np.uint16) * 257)[..., 0]  # 16-bit greyscale

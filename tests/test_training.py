@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from keras_ltpa import training
-from keras_ltpa.data import DataError
+from keras_ltpa import train as training
+from keras_ltpa.data.pipelines import DataError
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_pixel_statistics_come_from_the_data_unless_fixed(tmp_path, tiny_cifar_f
     """Three CIFAR-10 classes are not CIFAR-10: the run computes its own
     statistics (recorded in config.json and the model); --pixel-stats cifar10
     keeps the fixed values."""
-    from keras_ltpa import data
+    from keras_ltpa.data import pipelines as data
     from keras_ltpa.model import CIFAR10_MEAN
 
     result = _short_run(tiny_cifar_folder, tmp_path / "computed")

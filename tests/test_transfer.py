@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ltpa import transfer
+from keras_ltpa.evaluation import domain_transfer as transfer
 from tests.conftest import tiny_model
 
 rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Tests of keras_ltpa.visualize (the CLI: test_visualize_cli.py)."""
+"""Tests of keras_ltpa.evaluation.overlays (the CLI: test_visualize_cli.py)."""
 
 import os
 
@@ -10,8 +10,8 @@ from PIL import Image
 
 from keras_ltpa import attention_model
 from keras_ltpa import build_model
-from keras_ltpa import images as image_files
-from keras_ltpa import visualize
+from keras_ltpa.data import images as image_files
+from keras_ltpa.evaluation import overlays as visualize
 from tests.conftest import write_image
 
 CIFAR10_CLASSES = [

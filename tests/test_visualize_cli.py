@@ -1,5 +1,6 @@
 """training/visualize.py end to end: grids from a run folder, files, errors."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -11,8 +12,7 @@ import pytest
 from PIL import Image
 
 from keras_ltpa import build_model
-from keras_ltpa import visualize
-from tests.conftest import load_script
+from keras_ltpa.evaluation import overlays as visualize
 from tests.conftest import write_image
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ CIFAR10_CLASSES = [
 ]
 
 
-visualize_cli = load_script(CLI, "visualize_cli")
+visualize_cli = importlib.import_module("keras_ltpa.cli.visualize")
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_ltpa import export
-from keras_ltpa import warmup
+from keras_ltpa.serving import export
+from keras_ltpa.serving import warmup
 from tests.conftest import require_package
 
 tf_only = pytest.mark.tf_only

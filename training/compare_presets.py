@@ -17,7 +17,7 @@ import os
 import pathlib
 import sys
 
-import cli_common as cli
+from keras_ltpa.cli import common as cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 START_MARKER = "<!-- comparison:start -->"
@@ -71,7 +71,7 @@ def verdicts(report):
         f"{attention[best]:.3f} vs the baseline's Grad-CAM {jaccard['baseline_cam']:.3f} "
         f"({'better' if over_cam else 'not better'}) and the centred prior "
         f"{jaccard['gaussian_prior']:.3f} ({'better' if over_prior else 'not better'}); "
-        f"the claim {'holds' if over_cam and over_prior else 'holds only in part' if over_cam else 'does not hold'} here."
+        f"the claim {_verdict(over_cam, over_prior)} here."
     )
     robustness = report["robustness"]
     epsilons = robustness["model"]["epsilons"]
@@ -98,7 +98,7 @@ def verdicts(report):
 
 
 def readme_block(report, output_dir, readme_path, overlay_path):
-    from keras_ltpa import report as ltpa_report
+    from keras_ltpa.evaluation import report as ltpa_report
 
     relative = os.path.relpath(output_dir, os.path.dirname(os.path.abspath(readme_path)))
     tables = ltpa_report.markdown(report).split("\n", 2)[2]  # without the title
@@ -126,7 +126,7 @@ def readme_block(report, output_dir, readme_path, overlay_path):
 
 
 def rewrite_readme(readme_path, block):
-    from keras_ltpa.files import write_atomically
+    from keras_ltpa.utils.files import write_atomically
 
     text = pathlib.Path(readme_path).read_text()
     if START_MARKER not in text or END_MARKER not in text:
@@ -142,6 +142,12 @@ def rewrite_readme(readme_path, block):
     write_atomically(readme_path, write)
 
 
+def _verdict(over_cam, over_prior):
+    if over_cam and over_prior:
+        return "holds"
+    return "holds only in part" if over_cam else "does not hold"
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -149,10 +155,10 @@ def main(argv=None):
         sys.path.insert(0, str(pathlib.Path(__file__).parent))
         import evaluate as evaluate_cli
 
-        from keras_ltpa import data
-        from keras_ltpa import runs
-        from keras_ltpa import report as ltpa_report
-        from keras_ltpa import visualize
+        from keras_ltpa.data import pipelines as data
+        from keras_ltpa.evaluation import overlays as visualize
+        from keras_ltpa.evaluation import report as ltpa_report
+        from keras_ltpa.train import runs
 
         root = pathlib.Path(args.data_root)
         limits = ["--limit", "200", "--mask-limit", "8", "--transfer-limit", "202"] if args.quick else []

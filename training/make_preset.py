@@ -14,7 +14,7 @@ version, and the accuracy on the fixed 2,000-image subset of
 import subprocess
 import sys
 
-import cli_common as cli
+from keras_ltpa.cli import common as cli
 
 
 def parse_args(argv=None):
@@ -59,7 +59,8 @@ def main(argv=None):
 
         import keras_ltpa
         from keras_ltpa import presets
-        from keras_ltpa import runs
+        from keras_ltpa.evaluation.accuracy import subset_scores
+        from keras_ltpa.train import runs
 
         config = runs.read_run_config(args.run_dir)
         metrics_path = os.path.join(args.run_dir, runs.METRICS_FILE)
@@ -71,7 +72,7 @@ def main(argv=None):
             metrics = json.load(file)
         model = runs.load_model(args.run_dir)
         facts = keras_ltpa.describe(model)
-        subset = presets.subset_scores(model, args.subset_data_dir)
+        subset = subset_scores(model, args.subset_data_dir)
         metadata = {
             "name": args.name,
             "description": args.description,

@@ -93,42 +93,9 @@ def load_preset(name):
         raise ValueError(f"Preset {name!r} cannot be loaded from {path}: {error}") from None
 
 
-def subset_scores(model, data_dir, batch_size=250):
-    """Correct predictions of `model` on the fixed subset (the first
-    `SUBSET_SIZE` of `data_dir`'s test split in `load_dataset`'s fixed
-    order), and how many of them are near-ties.
-
-    Returns:
-        A dict: `count`, `correct`, `accuracy`, and `near_ties`: images
-        whose two largest logits differ by less than 1e-4 of the largest
-        logit magnitude (their prediction may differ between backends by
-        float rounding).
-    """
-    import keras
-    import numpy as np
-
-    from keras_ltpa import data
-
-    dataset, _ = data.load_dataset(
-        SUBSET_SPLIT,
-        data_dir=data_dir,
-        image_size=tuple(model.input_shape[1:3]),
-        batch_size=batch_size,
-        limit=SUBSET_SIZE,
-    )
-    correct = near_ties = count = 0
-    for images, labels in dataset.as_numpy_iterator():
-        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)), "float64")
-        top_two = np.sort(logits, axis=-1)[:, -2:]
-        gap = top_two[:, 1] - top_two[:, 0]
-        near_ties += int((gap < 1e-4 * np.abs(logits).max(axis=-1)).sum())
-        correct += int((logits.argmax(-1) == labels.reshape(-1)).sum())
-        count += len(labels)
-    return {"count": count, "correct": correct, "accuracy": correct / count, "near_ties": near_ties}
-
 
 def _write_metadata(path, metadata):
-    from keras_ltpa.files import write_json
+    from keras_ltpa.utils.files import write_json
 
     write_json(path, metadata)
 
@@ -142,7 +109,7 @@ def save_preset(model, name, metadata, presets_dir=None):
     Returns:
         The preset's folder.
     """
-    from keras_ltpa.files import set_usual_mode
+    from keras_ltpa.utils.files import set_usual_mode
 
     presets_dir = presets_dir or PRESETS_DIR
     target = os.path.join(presets_dir, name)

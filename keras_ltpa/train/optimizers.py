@@ -22,8 +22,8 @@ chosen by short runs at small width (`benchmarks/recipes.py`, results in
 
 import keras
 
-from keras_ltpa.checks import check_choice
-from keras_ltpa.keras_internals import uses_weight_decay
+from keras_ltpa.utils.checks import check_choice
+from keras_ltpa.utils.keras_internals import uses_weight_decay
 
 PAPER_LEARNING_RATE = 0.1
 PAPER_MOMENTUM = 0.9

@@ -14,9 +14,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_ltpa.keras_internals import is_functional
 from keras_ltpa.model import AttentionClassifier
 from keras_ltpa.model import attention_model
+from keras_ltpa.utils.keras_internals import is_functional
 
 # Difference allowed between the folded graph and the Keras model, relative
 # to each output's scale: per image, the largest difference over a map (or

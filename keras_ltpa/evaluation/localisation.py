@@ -1,15 +1,5 @@
-"""Scoring a trained model on each claim of the paper.
-
-Classification accuracy and attention localisation are here; robustness to
-FGSM (`fgsm_robustness`, from `keras_ltpa.robustness`) and cross-domain
-transfer (`transfer`, from `keras_ltpa.transfer`) are importable from here
-too, and `keras_ltpa.report` gathers all of them into one report.
-
-Classification (`evaluate_classification`): top-1 and top-5 accuracy on a
-split and the accuracy of each class.
-
-Localisation (`localization`), the weakly supervised segmentation test of
-the paper (Sec. 5.4, there on Object Discovery; here on the Weizmann horse
+"""Attention localisation (`localization`): the weakly supervised segmentation
+test of the paper (Sec. 5.4, there on Object Discovery; here on the Weizmann horse
 set, whose figure-ground masks are real and available offline):
 
 1. each image is resized (bilinear) to the model input and run through the
@@ -41,89 +31,15 @@ Two references are scored the same way:
 
 import os
 
-import keras
 import numpy as np
 from PIL import Image
 
-from keras_ltpa import images as image_files
-from keras_ltpa import visualize
-from keras_ltpa.checks import check_size
-from keras_ltpa.gradients import input_gradient
-from keras_ltpa.gradients import to_float32
-from keras_ltpa.model import describe
-
-# Re-exported: one namespace for every evaluation of the paper.
-from keras_ltpa.robustness import fgsm_images  # noqa: F401
-from keras_ltpa.robustness import fgsm_robustness  # noqa: F401
-from keras_ltpa.robustness import format_robustness  # noqa: F401
-from keras_ltpa.transfer import format_transfer  # noqa: F401
-from keras_ltpa.transfer import transfer  # noqa: F401
-from keras_ltpa.transfer import transfer_features  # noqa: F401
+from keras_ltpa.data import images as image_files
+from keras_ltpa.evaluation import overlays as visualize
+from keras_ltpa.evaluation.gradcam import grad_cam
+from keras_ltpa.utils.checks import check_size
 
 MASK_THRESHOLD = 128
-
-
-# --- Classification ------------------------------------------------------
-
-
-def _batches(dataset):
-    if hasattr(dataset, "as_numpy_iterator"):
-        return dataset.as_numpy_iterator()
-    return iter(dataset)
-
-
-def evaluate_classification(model, dataset, class_names=None, top_k=5):
-    """Top-1, top-k and per-class accuracy of `model` on a dataset.
-
-    Args:
-        model: a model whose output is the class logits (or probabilities).
-        dataset: a `tf.data.Dataset` of `(images, labels)` batches (e.g. from
-            `keras_ltpa.data.load_dataset`) or any iterable of such NumPy
-            pairs.
-        class_names: optional names for the per-class entries.
-        top_k: k of the top-k accuracy (capped at the number of classes).
-
-    Returns:
-        A dict: `count`, `accuracy`, `top_k`, `top_k_accuracy`,
-        `per_class` ({name: accuracy}, classes never seen are left out) and
-        `per_class_count` ({name: number of images}).
-    """
-    correct = topk_correct = total = 0
-    class_correct, class_total = {}, {}
-    for images, labels in _batches(dataset):
-        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
-        labels = np.asarray(labels)
-        if labels.ndim == 2:  # one-hot labels
-            labels = labels.argmax(axis=-1)
-        labels = labels.reshape(-1).astype(np.int64)
-        k = min(top_k, logits.shape[-1])
-        top = np.argsort(-logits, axis=-1)[:, :k]
-        hits = top[:, 0] == labels
-        correct += int(hits.sum())
-        topk_correct += int((top == labels[:, None]).any(axis=-1).sum())
-        total += len(labels)
-        for label, hit in zip(labels, hits):
-            class_total[label] = class_total.get(label, 0) + 1
-            class_correct[label] = class_correct.get(label, 0) + int(hit)
-    if total == 0:
-        raise ValueError("`dataset` yielded no images to evaluate.")
-
-    def name(label):
-        if class_names is not None and 0 <= label < len(class_names):
-            return str(class_names[label])
-        return str(int(label))
-
-    return {
-        "count": total,
-        "accuracy": correct / total,
-        "top_k": min(top_k, logits.shape[-1]),
-        "top_k_accuracy": topk_correct / total,
-        "per_class": {
-            name(label): class_correct[label] / class_total[label]
-            for label in sorted(class_total)
-        },
-        "per_class_count": {name(label): class_total[label] for label in sorted(class_total)},
-    }
 
 
 # --- Regions and scores ---------------------------------------------------
@@ -344,69 +260,6 @@ def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limi
     return samples
 
 
-# --- Class-activation map of the baseline ----------------------------------
-
-
-def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
-    """Grad-CAM maps of a classifier at one convolutional layer.
-
-    `cam = relu(sum_c alpha_c * A_c)`, `A` the layer's output and `alpha_c`
-    the spatial mean of the gradient of the class logit with respect to
-    `A_c` (Selvaraju et al., "Grad-CAM", ICCV 2017).
-
-    Args:
-        model: a `build_model()` model (logits output).
-        images: uint8 (N, H, W, 3) raw images, resized to the model input if
-            needed.
-        layer: name of the layer whose (N, h, w, C) output is explained;
-            default: the model's own (`describe(model)["cam_layer"]`, block
-            5's last activation for the VGG backbone).
-        class_index: class to explain; None explains each image's predicted
-            class.
-        batch_size: images per model call.
-
-    Returns:
-        float32 (N, h, w) maps (not scaled).
-    """
-    images = visualize.check_image_batch(images)
-    if layer is None:
-        layer = describe(model)["cam_layer"]
-        if layer is None:
-            raise ValueError(
-                f"Model {model.name!r} has no default Grad-CAM layer (it is not "
-                "the VGG backbone); pass `layer`, the name of a conv layer."
-            )
-    if layer not in [l.name for l in model.layers]:
-        raise ValueError(f"`layer` {layer!r} is not a layer of model {model.name!r}.")
-    features = model.get_layer(layer).output
-    body = keras.Model(model.inputs[0], features)
-    head = keras.Model(features, model.outputs[0])
-    input_size = tuple(model.input_shape[1:3])
-    if None not in input_size:
-        images = image_files.resize_images(images, input_size)
-    maps = []
-    for start in range(0, len(images), batch_size):
-        activations = body(images[start : start + batch_size].astype("float32"), training=False)
-        logits = to_float32(head(activations, training=False))
-        classes = (
-            logits.argmax(axis=-1)
-            if class_index is None
-            else np.full(len(logits), class_index)
-        )
-        selector = keras.ops.convert_to_tensor(
-            np.eye(logits.shape[-1], dtype="float32")[classes]
-        )
-
-        def class_score(a):
-            return keras.ops.sum(head(a, training=False) * selector)
-
-        gradients = to_float32(input_gradient(class_score, activations))
-        activations = to_float32(activations)
-        weights = gradients.mean(axis=(1, 2), keepdims=True)
-        maps.append(np.maximum((weights * activations).sum(axis=-1), 0.0))
-    return np.concatenate(maps).astype(np.float32)
-
-
 # --- Localisation -----------------------------------------------------------
 
 
@@ -498,25 +351,6 @@ def localization(
     return results[0] if single else results
 
 
-# --- Reports ------------------------------------------------------------------
-
-
-def format_classification(result):
-    """A plain-text table of an `evaluate_classification` result."""
-    lines = [
-        f"images: {result['count']}",
-        f"accuracy: {result['accuracy']:.4f}",
-        f"top-{result['top_k']} accuracy: {result['top_k_accuracy']:.4f}",
-        "per class:",
-    ]
-    width = max(len(name) for name in result["per_class"])
-    for name, accuracy in result["per_class"].items():
-        lines.append(
-            f"  {name:<{width}}  {accuracy:.4f}  ({result['per_class_count'][name]} images)"
-        )
-    return "\n".join(lines)
-
-
 def format_localization(results):
     """A plain-text table of `localization` results (one column per rule)."""
     if isinstance(results, dict):
@@ -537,4 +371,3 @@ def format_localization(results):
             + "  ".join(f"{r['jaccard'][method]:>9.4f}" for r in results)
         )
     return "\n".join(lines)
-

@@ -1,7 +1,7 @@
 """The training objective: cross-entropy (with label smoothing) and `compile_model`.
 
 `keras.losses.SparseCategoricalCrossentropy` has no `label_smoothing`; the
-budget recipe (`keras_ltpa.optimizers.RECIPES["budget"]`) smooths the
+budget recipe (`keras_ltpa.train.optimizers.RECIPES["budget"]`) smooths the
 targets, so integer labels are turned into one-hot rows here and passed to
 `keras.losses.categorical_crossentropy`, which smooths them as
 `y * (1 - s) + s / num_classes`.
@@ -10,7 +10,7 @@ targets, so integer labels are turned into one-hot rows here and passed to
 import keras
 from keras import ops
 
-from keras_ltpa.devices import resolve_jit_compile
+from keras_ltpa.devices.precision import resolve_jit_compile
 
 
 @keras.saving.register_keras_serializable(package="keras_ltpa")

@@ -3,7 +3,7 @@ the limits on how much work one request may cause.
 
 - `serving_default`: `images` uint8 (N, H, W, 3) at the model's input size.
 - `serve_bytes`: `image_bytes` string (N,), JPEG or PNG files of any size,
-  decoded and resized with `keras_ltpa.images` (the pixels training saw).
+  decoded and resized with `keras_ltpa.data.images` (the pixels training saw).
 
 TF Serving feeds tensors without comparing them to the signature, and runs
 requests concurrently, so every check runs inside the graph, before the
@@ -25,7 +25,7 @@ decoder ("Invalid JPEG data"), as its header alone cannot tell.
 
 import tensorflow as tf
 
-from keras_ltpa import images
+from keras_ltpa.data import images
 from keras_ltpa.model import attention_model
 from keras_ltpa.model import describe
 

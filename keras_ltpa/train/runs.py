@@ -19,9 +19,9 @@ import csv
 import json
 import os
 
-from keras_ltpa.distribution import outside_distribution
-from keras_ltpa.files import TEMPORARY_PREFIX
-from keras_ltpa.files import write_atomically
+from keras_ltpa.train.distribution import outside_distribution
+from keras_ltpa.utils.files import TEMPORARY_PREFIX
+from keras_ltpa.utils.files import write_atomically
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"

@@ -2,7 +2,7 @@
 
 Every script parses with `Parser` (a bad flag is one line on stderr and exit
 code 2), takes its model with `add_model_argument` (a `.keras` file or a
-run directory, loaded by `keras_ltpa.runs.load_model`), and runs its work
+run directory, loaded by `keras_ltpa.train.runs.load_model`), and runs its work
 through `run_main`, which prints a `ValueError` as `<script>: error:
 <message>` and returns `EXIT_BAD_INPUT`.
 

@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_ltpa.checks import check_size
+from keras_ltpa.utils.checks import check_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 

@@ -17,9 +17,9 @@ per image; each `eps` moves the image along the same sign pattern.
 import keras
 import numpy as np
 
-from keras_ltpa import images as image_files
-from keras_ltpa.gradients import input_gradient
-from keras_ltpa.gradients import to_float32
+from keras_ltpa.data import images as image_files
+from keras_ltpa.evaluation.gradients import input_gradient
+from keras_ltpa.evaluation.gradients import to_float32
 
 MAX_EPSILON = 255.0
 
@@ -188,7 +188,8 @@ def format_robustness(results):
     lines.append(
         "mean flip eps  "
         + "  ".join(
-            f"{results[n]['mean_flip_epsilon']:>8.3f}" if results[n]["mean_flip_epsilon"] is not None else f"{'-':>8}"
+            f"{'-':>8}" if results[n]["mean_flip_epsilon"] is None
+            else f"{results[n]['mean_flip_epsilon']:>8.3f}"
             for n in names
         )
     )

@@ -11,7 +11,7 @@ Each attention map `a^s` (N, H_s, W_s) is
 row per image: image | map 1 | map 2 | map 3, with the predicted (and true)
 class written above the row. It is plain NumPy, Pillow and matplotlib after
 the model call, so it runs the same on every backend; the TensorBoard
-callback of `keras_ltpa.training` calls it every epoch.
+callback of `keras_ltpa.train` calls it every epoch.
 
 Example:
 >>> import numpy as np
@@ -31,10 +31,10 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
-from keras_ltpa import files
-from keras_ltpa import images as image_files
-from keras_ltpa.checks import check_size
+from keras_ltpa.data import images as image_files
 from keras_ltpa.model import attention_model
+from keras_ltpa.utils import files
+from keras_ltpa.utils.checks import check_size
 
 # Grid layout, in pixels: a header band with the column titles, then per
 # image a caption band (predicted/true class) above a row of tiles; tiles
@@ -198,9 +198,9 @@ def read_images(sources, size, class_names=None):
 
     Args:
         sources: image file paths and/or folders (every image under a folder,
-            see `keras_ltpa.images.list_images`), in order.
+            see `keras_ltpa.data.images.list_images`), in order.
         size: (height, width) every image is resized to
-            (`keras_ltpa.images.resize_images`).
+            (`keras_ltpa.data.images.resize_images`).
         class_names: optional class names; when every image sits in a folder
             named after a class (e.g. `test/cat/0001.jpg`), that class is its
             true label.

@@ -23,7 +23,7 @@ import os
 import keras
 import numpy as np
 
-from keras_ltpa.checks import check_choice
+from keras_ltpa.utils.checks import check_choice
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 

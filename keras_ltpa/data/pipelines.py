@@ -38,8 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ltpa import images
-from keras_ltpa.checks import check_size
+from keras_ltpa.data import images
+from keras_ltpa.utils.checks import check_size
 
 AUGMENTATIONS = ("crop", "flip", "randaugment", "mixup", "cutmix")
 PAPER_AUGMENTATION = ("crop", "flip")

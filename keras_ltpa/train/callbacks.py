@@ -16,12 +16,12 @@ import time
 import keras
 import numpy as np
 
-from keras_ltpa import runs
-from keras_ltpa.distribution import outside_distribution
-from keras_ltpa.files import write_atomically
-from keras_ltpa.files import write_json
-from keras_ltpa.keras_internals import BackupAndRestoreHooks
-from keras_ltpa.keras_internals import TensorBoardHooks
+from keras_ltpa.train import runs
+from keras_ltpa.train.distribution import outside_distribution
+from keras_ltpa.utils.files import write_atomically
+from keras_ltpa.utils.files import write_json
+from keras_ltpa.utils.keras_internals import BackupAndRestoreHooks
+from keras_ltpa.utils.keras_internals import TensorBoardHooks
 
 
 def _learning_rate(optimizer):
@@ -119,7 +119,7 @@ class AttentionImages(keras.callbacks.Callback):
 
     One image per epoch (tag `attention`): rows of image | map 1 | map 2 |
     map 3 with the predicted and true class, from
-    `keras_ltpa.visualize.attention_grid`.
+    `keras_ltpa.evaluation.overlays.attention_grid`.
 
     Args:
         log_dir: TensorBoard folder of this image series.
@@ -139,7 +139,7 @@ class AttentionImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
-        from keras_ltpa.visualize import attention_grid
+        from keras_ltpa.evaluation.overlays import attention_grid
 
         grid = attention_grid(
             self.model, self.images, labels=self.labels, class_names=self.class_names

@@ -197,6 +197,14 @@ def _inputs_from_columns(inputs, specs):
     return arrays
 
 
+def _b64_json(value):
+    return {"b64": base64.b64encode(value).decode("ascii")}
+
+
+def _text_json(value):
+    return value.decode("utf-8", errors="replace")
+
+
 def _float_json(value):
     # Shortest decimal that reads back as the same float32, as TF Serving
     # writes floats (0.2, not 0.20000000298023224).
@@ -206,10 +214,7 @@ def _float_json(value):
 def _to_json(array, binary):
     """A numpy array as nested JSON lists (bytes as UTF-8 or {"b64": ...})."""
     if array.dtype == object or array.dtype.kind == "S":
-        if binary:
-            convert = lambda b: {"b64": base64.b64encode(b).decode("ascii")}
-        else:
-            convert = lambda b: b.decode("utf-8", errors="replace")
+        convert = _b64_json if binary else _text_json
     elif array.dtype.kind == "f":
         convert = _float_json
     elif array.dtype.kind == "b":

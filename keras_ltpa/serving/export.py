@@ -19,7 +19,7 @@ Batch norm is folded into the convolution before it at export (one conv
 instead of conv + BN), and the folded graph is checked against the Keras
 model before anything is written.
 
-`keras_ltpa.rest.rest_predict()` answers a TF Serving REST `:predict`
+`keras_ltpa.serving.rest.rest_predict()` answers a TF Serving REST `:predict`
 request body from a loaded export, so clients and tests can replay requests
 without the server.
 """
@@ -35,17 +35,17 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_ltpa import files
-from keras_ltpa import warmup
-from keras_ltpa.folding import serving_model
-from keras_ltpa.keras_internals import is_functional
 from keras_ltpa.model import describe
 from keras_ltpa.model import load_model_file
-from keras_ltpa.signatures import BYTES_SIGNATURE
-from keras_ltpa.signatures import DEFAULT_MAX_BATCH_SIZE
-from keras_ltpa.signatures import DEFAULT_MAX_IMAGE_PIXELS
-from keras_ltpa.signatures import SERVING_SIGNATURE
-from keras_ltpa.signatures import ServingGraph
+from keras_ltpa.serving import warmup
+from keras_ltpa.serving.folding import serving_model
+from keras_ltpa.serving.signatures import BYTES_SIGNATURE
+from keras_ltpa.serving.signatures import DEFAULT_MAX_BATCH_SIZE
+from keras_ltpa.serving.signatures import DEFAULT_MAX_IMAGE_PIXELS
+from keras_ltpa.serving.signatures import SERVING_SIGNATURE
+from keras_ltpa.serving.signatures import ServingGraph
+from keras_ltpa.utils import files
+from keras_ltpa.utils.keras_internals import is_functional
 
 DEFAULT_MODEL_NAME = "ltpa"
 # Files under a version's `assets.extra/` travel with it; TF Serving reads
@@ -213,7 +213,7 @@ _CHILD_SCRIPT = """
 import json, sys
 request = json.loads(sys.argv[1])
 try:
-    from keras_ltpa.export import export_saved_model
+    from keras_ltpa.serving.export import export_saved_model
     path = export_saved_model(request.pop("model"), request.pop("export_dir"), **request)
     print(json.dumps({"path": path}))
 except Exception as error:
@@ -279,7 +279,7 @@ def export_saved_model(
             tensorflow-serving-api.
 
     Limits and warm-up are recorded in `assets.extra/keras_ltpa.json`
-    (`read_metadata`). See `keras_ltpa.signatures` for every check.
+    (`read_metadata`). See `keras_ltpa.serving.signatures` for every check.
 
     Returns:
         The path of the written version directory, as a string.

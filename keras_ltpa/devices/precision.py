@@ -8,7 +8,7 @@ machine has: the GPU's compute capability, or the CPU's instruction set
 
 import keras
 
-from keras_ltpa.checks import check_choice
+from keras_ltpa.utils.checks import check_choice
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "on", "off")

@@ -20,11 +20,11 @@ preserving), so at 32x32 much detail of a large photo is lost.
 import keras
 import numpy as np
 
-from keras_ltpa.checks import check_choice
-from keras_ltpa.gradients import to_float32
-from keras_ltpa import images as image_files
+from keras_ltpa.data import images as image_files
+from keras_ltpa.evaluation.gradients import to_float32
+from keras_ltpa.evaluation.overlays import check_image_batch
 from keras_ltpa.model import describe
-from keras_ltpa.visualize import check_image_batch
+from keras_ltpa.utils.checks import check_choice
 
 FEATURE_KINDS = ("auto", "attention", "global")
 

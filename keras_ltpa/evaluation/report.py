@@ -17,8 +17,8 @@ renamed) and the plots `fgsm_accuracy.png` and `localization_jaccard.png`.
 import json
 import os
 
-from keras_ltpa.files import write_atomically
-from keras_ltpa.files import write_json
+from keras_ltpa.utils.files import write_atomically
+from keras_ltpa.utils.files import write_json
 
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
