@@ -1,4 +1,4 @@
-"""Tests of keras_ltpa.evaluation.overlays (the CLI: test_visualize_cli.py)."""
+"""Tests of keras_ltpa.evaluation.overlays (the CLI: tests/cli/test_visualize.py)."""
 
 import os
 

@@ -438,7 +438,7 @@ def test_model_from_another_backend_exports(trained_under, serving_model, tmp_pa
     else:
         require_backend_package(trained_under)
         env = dict(os.environ, KERAS_BACKEND=trained_under)
-        tests_dir = os.path.dirname(__file__)
+        tests_dir = os.path.dirname(os.path.dirname(__file__))  # conftest.py
         subprocess.run(
             [sys.executable, "-c", SAVE_SCRIPT, str(keras_file), str(reference), tests_dir],
             env=env,
@@ -516,7 +516,7 @@ def test_batching_parameters_file_parses_and_fits_the_export_limits():
 
     from keras_ltpa.serving.signatures import DEFAULT_MAX_BATCH_SIZE
 
-    path = os.path.join(os.path.dirname(__file__), "..", "saved_models", "batching_parameters.txt")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "saved_models", "batching_parameters.txt")
     with open(path) as file:
         parameters = text_format.Parse(file.read(), _batching_parameters_class()())
     assert 1 <= parameters.max_batch_size.value <= DEFAULT_MAX_BATCH_SIZE

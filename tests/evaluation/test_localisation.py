@@ -1,4 +1,4 @@
-"""Tests of keras_ltpa.evaluation (the CLI: test_evaluate_cli.py)."""
+"""Tests of keras_ltpa.evaluation (the CLI: tests/cli/test_evaluate.py)."""
 
 import keras
 import numpy as np

@@ -29,7 +29,7 @@ from tests.conftest import run_fit as fit
 from tests.conftest import run_until_marker
 from tests.conftest import write_fit_wrapper
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIT = os.path.join(REPO_ROOT, "training", "fit.py")
 BACKEND = keras.backend.backend()
 jax_only = pytest.mark.skipif(

@@ -8,7 +8,7 @@ import pytest
 from keras_ltpa import build_model
 from tests.conftest import load_script
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 compare = load_script(REPO_ROOT / "training" / "compare_presets.py", "compare_presets_cli")
 
 

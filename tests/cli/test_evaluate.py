@@ -11,7 +11,7 @@ import pytest
 
 from keras_ltpa import build_model
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLI = REPO_ROOT / "training" / "evaluate.py"
 
 

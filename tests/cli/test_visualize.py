@@ -15,7 +15,7 @@ from keras_ltpa import build_model
 from keras_ltpa.evaluation import overlays as visualize
 from tests.conftest import write_image
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLI = REPO_ROOT / "training" / "visualize.py"
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
