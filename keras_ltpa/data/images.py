@@ -154,6 +154,32 @@ def resize_images(images, size):
     )
 
 
+
+def fit_to_model_input(images, model):
+    """Images resized to `model`'s input size, the one way every evaluation,
+    overlay and transfer feature fits images to a model.
+
+    Args:
+        images: a uint8 array (N, H, W, 3), or a list of uint8 (H_i, W_i, 3)
+            arrays of any sizes.
+        model: a Keras model; a model whose input size is not fixed
+            (`(None, None, None, 3)`) takes the images as they are.
+
+    Returns:
+        A uint8 array (N, height, width, 3) (resized by `resize_images`, so
+        with the pixels training and serving see).
+
+    Example:
+    >>> import numpy as np, keras
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])
+    >>> fit_to_model_input(np.zeros((2, 16, 12, 3), "uint8"), model).shape
+    (2, 8, 8, 3)
+    """
+    size = tuple(model.input_shape[1:3])
+    if None in size:
+        return images if isinstance(images, np.ndarray) else np.stack(images)
+    return resize_images(images, size)
+
 def find_unreadable_images(paths):
     """The files among `paths` that do not decode as images.
 

@@ -5,6 +5,12 @@ attention overlays, and one report of them all. Never imports
 
 from keras_ltpa.evaluation.accuracy import evaluate_classification
 from keras_ltpa.evaluation.accuracy import format_classification
+from keras_ltpa.evaluation.domain_transfer import FEATURE_KINDS
+from keras_ltpa.evaluation.domain_transfer import feature_model
+from keras_ltpa.evaluation.domain_transfer import format_transfer
+from keras_ltpa.evaluation.domain_transfer import linear_classifier_scores
+from keras_ltpa.evaluation.domain_transfer import transfer
+from keras_ltpa.evaluation.domain_transfer import transfer_features
 from keras_ltpa.evaluation.gradcam import grad_cam
 from keras_ltpa.evaluation.localisation import MASK_THRESHOLD
 from keras_ltpa.evaluation.localisation import OBJECT_DISCOVERY_MASKS
@@ -24,12 +30,6 @@ from keras_ltpa.evaluation.robustness import fgsm_robustness
 from keras_ltpa.evaluation.robustness import format_robustness
 from keras_ltpa.evaluation.robustness import gradient_sign
 from keras_ltpa.evaluation.robustness import perturb
-from keras_ltpa.evaluation.domain_transfer import FEATURE_KINDS
-from keras_ltpa.evaluation.domain_transfer import feature_model
-from keras_ltpa.evaluation.domain_transfer import format_transfer
-from keras_ltpa.evaluation.domain_transfer import linear_classifier_scores
-from keras_ltpa.evaluation.domain_transfer import transfer
-from keras_ltpa.evaluation.domain_transfer import transfer_features
 
 __all__ = [
     "FEATURE_KINDS",

@@ -1,7 +1,7 @@
 """The private Keras APIs this package relies on, in one place.
 
 Keras offers no public hook for these; each is wrapped here so that the rest
-of the package uses only public names, and `tests/test_keras_internals.py`
+of the package uses only public names, and `tests/utils/test_keras_internals.py`
 fails loudly, naming the attribute, when a Keras release changes one:
 
 - `keras.callbacks.TensorBoard._collect_learning_rate(logs)`: where Keras'
