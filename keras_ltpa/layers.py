@@ -50,7 +50,7 @@ class LinearProjector(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> projector = LinearProjector(512)
-    >>> projector(np.zeros((2, 32, 32, 256), "float32")).shape
+    >>> tuple(projector(np.zeros((2, 32, 32, 256), "float32")).shape)
     (2, 32, 32, 512)
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018, Sec. 3.1.
@@ -119,7 +119,7 @@ class CompatibilityScore(keras.layers.Layer):
     >>> import numpy as np
     >>> score = CompatibilityScore("pc")
     >>> l, g = np.ones((2, 8, 8, 16), "float32"), np.ones((2, 16), "float32")
-    >>> score(l, g).shape
+    >>> tuple(score(l, g).shape)
     (2, 8, 8)
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018, Eq. 2.
@@ -213,7 +213,7 @@ class AttentionPool(keras.layers.Layer):
     >>> pool = AttentionPool("softmax")
     >>> l, c = np.ones((2, 8, 8, 16), "float32"), np.zeros((2, 8, 8), "float32")
     >>> pooled, attention = pool(l, c)
-    >>> pooled.shape, attention.shape
+    >>> tuple(pooled.shape), tuple(attention.shape)
     ((2, 16), (2, 8, 8))
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018, Eq. 3-4
