@@ -1,0 +1,555 @@
+"""README.md and docs/*.md: every command parses, every link and name resolves.
+
+Commands come from the fenced bash/sh/shell/console blocks of the pages.
+Lines ending in a backslash are joined; `&&`, `;`, `|` and `&` separate
+commands. A command is checked where it runs one of ours:
+
+- `python SCRIPT.py ...`: the script exists, and its arguments pass the
+  script's own argparse parser (captured when the script starts parsing, so
+  nothing is trained or loaded); `...` stands for "more flags" and is
+  dropped, and a shell variable (`$rank`) is parsed as the value 0;
+- `ltpa-NAME ...`: the same, through the entry point `pyproject.toml`
+  declares for it;
+- `python -m MODULE ...`: a `keras_ltpa` module as a script; any other module
+  by its `--help` text (each flag must appear there, each path exist);
+- `python -c CODE`: the code compiles; `bash SCRIPT.sh`: it exists and
+  `bash -n` accepts it; `pip install ...`: the extras exist in pyproject.toml;
+- `KERAS_BACKEND=...` in front names a Keras backend.
+
+Commands that need more than a clone and a CPU say so in a comment on their
+line or in the comment block above them (`needs network`, `needs docker`,
+`needs a server`, `needs a GPU`, `long`); such commands are only parsed, as
+all others are here. pip, docker and curl commands, and those that read a
+tensorflow-datasets set, must carry their marker.
+
+Relative links (and their #anchors), `keras_ltpa.*` names and repository
+paths written in code spans must exist; Python blocks must compile, and the
+`keras_ltpa` names they import must exist.
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import functools
+import importlib
+import io
+import pathlib
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
+MARKER = re.compile(
+    r"\b(needs (?:network|docker|a server|a gpu|gpus|a cluster)|long)\b", re.IGNORECASE
+)
+SEPARATORS = {"&&", "||", ";", "|", "&", ";;", "(", ")"}
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+SHELL_VARIABLE = re.compile(r"^\$(\w+|\{\w+\})$")
+BACKENDS = {"tensorflow", "jax", "torch"}
+README_TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest -q -n auto'
+
+
+# --- Reading the pages ---------------------------------------------------
+
+
+@dataclasses.dataclass
+class Block:
+    page: pathlib.Path
+    line: int  # 1-based line of the first line inside the fence
+    language: str
+    lines: list
+
+
+def _rel(path):
+    try:
+        return path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def fenced_blocks(page):
+    """The fenced code blocks of a Markdown page, and its text outside them."""
+    blocks, prose, fence, current = [], [], None, None
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        stripped = line.strip()
+        if fence is None:
+            match = re.match(r"^(`{3,}|~{3,})\s*([\w+-]*)", stripped)
+            if match:
+                fence = match.group(1)
+                current = Block(page, number + 1, match.group(2).lower(), [])
+            else:
+                prose.append(line)
+        elif stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+            blocks.append(current)
+            fence = None
+        else:
+            current.lines.append(line)
+    return blocks, "\n".join(prose)
+
+
+@dataclasses.dataclass
+class Command:
+    """One command of a shell block: its words, and the comments that go with it."""
+
+    page: pathlib.Path
+    line: int
+    text: str
+    words: list
+    comment: str
+
+    @property
+    def markers(self):
+        return {m.lower() for m in MARKER.findall(self.comment)}
+
+    def ident(self):
+        found = _ours(self)
+        program = f"{found[1]}" if found else (self.words or ["?"])[0]
+        return f"{_rel(self.page)}:{self.line}:{program[:40]}"
+
+
+def split_comment(text):
+    """(command, comment): a `#` at the start of a word, outside quotes,
+    begins a shell comment."""
+    quote, previous = None, " "
+    for index, char in enumerate(text):
+        if quote:
+            if char == quote and not (quote == '"' and previous == "\\"):
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and previous.isspace():
+            return text[:index].rstrip(), text[index:]
+        previous = char
+    return text, ""
+
+
+def split_words(text):
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.commenters = ""
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def shell_commands(block):
+    """The commands of a shell block. A comment block applies to the commands
+    that follow it, up to a blank line or the next comment block; a trailing
+    comment to its own line."""
+    joined, start, pending, after_command = [], None, "", False
+    for offset, raw in enumerate(block.lines):
+        start = offset if start is None else start
+        if raw.rstrip().endswith("\\"):
+            joined.append(raw.rstrip()[:-1])
+            continue
+        text, line = " ".join([*joined, raw]).strip(), block.line + start
+        joined, start = [], None
+        if not text:
+            pending, after_command = "", False
+            continue
+        if text.startswith("#"):
+            pending = text if after_command else f"{pending} {text}"
+            after_command = False
+            continue
+        after_command = True
+        command, comment = split_comment(text)
+        segment = []
+        for word in [*split_words(command), ";"]:
+            if word in SEPARATORS:
+                if segment:
+                    yield Command(block.page, line, text, segment, f"{pending} {comment}")
+                segment = []
+            else:
+                segment.append(word)
+
+
+def all_blocks():
+    for page in PAGES:
+        yield from fenced_blocks(page)[0]
+
+
+SHELL_COMMANDS = [c for b in all_blocks() if b.language in SHELL_LANGUAGES for c in shell_commands(b)]
+PYTHON_BLOCKS = [b for b in all_blocks() if b.language in ("python", "py")]
+
+
+def _ours(command):
+    """(kind, program, arguments) for a command this test checks, else None."""
+    words = command.words
+    for index, word in enumerate(words):
+        if word in ("python", "python3") and index + 1 < len(words):
+            target, rest = words[index + 1], words[index + 2:]
+            if target == "-m" and rest:
+                return "module", rest[0], rest[1:]
+            if target == "-c" and rest:
+                return "code", rest[0], rest[1:]
+            if target.endswith(".py"):
+                return "script", target, rest
+        if word.startswith("ltpa-"):
+            return "entry", word, words[index + 1:]
+        if word in ("bash", "sh") and index + 1 < len(words) and words[index + 1].endswith(".sh"):
+            return "shell", words[index + 1], words[index + 2:]
+        if word in ("pip", "pip3") and words[index + 1:index + 2] == ["install"]:
+            return "pip", word, words[index + 2:]
+    return None
+
+
+CHECKED = [c for c in SHELL_COMMANDS if _ours(c)]
+
+
+# --- Parsers, captured without running anything -----------------------------
+
+
+class _Captured(Exception):
+    def __init__(self, parser):
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+@contextlib.contextmanager
+def _capturing_parsers(argv, path_entry=None):
+    """Stops the first argparse parse with the parser, before it parses."""
+
+    def capture(self, args=None, namespace=None):
+        raise _Captured(self)
+
+    original, saved_argv = argparse.ArgumentParser.parse_known_args, sys.argv
+    argparse.ArgumentParser.parse_known_args = capture
+    sys.argv = argv
+    if path_entry:
+        sys.path.insert(0, path_entry)
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_known_args = original
+        sys.argv = saved_argv
+        if path_entry:
+            sys.path.remove(path_entry)
+
+
+def _captured_parser(run, argv, path_entry=None):
+    try:
+        with _capturing_parsers(argv, path_entry):
+            run()
+    except _Captured as captured:
+        return captured.parser
+    except SystemExit as stop:
+        pytest.fail(f"{argv[0]} exited ({stop.code}) before parsing its arguments")
+    pytest.fail(f"{argv[0]} ran without an argparse parser")
+
+
+@functools.lru_cache(maxsize=None)
+def script_parser(path):
+    path = REPO_ROOT / path
+    return _captured_parser(
+        lambda: runpy.run_path(str(path), run_name="__main__"),
+        [str(path), "--help"], str(path.parent),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def module_parser(module):
+    return _captured_parser(
+        lambda: runpy.run_module(module, run_name="__main__", alter_sys=True), [module, "--help"]
+    )
+
+
+def console_scripts():
+    """[project.scripts] of pyproject.toml as {name: "module:function"}."""
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = re.search(r"^\[project\.scripts\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    if section is None:
+        return None
+    return dict(re.findall(r'^\s*"?([\w.-]+)"?\s*=\s*"([^"]+)"', section.group(1), re.M))
+
+
+@functools.lru_cache(maxsize=None)
+def entry_parser(name):
+    scripts = console_scripts()
+    if scripts is None:
+        pytest.skip("pyproject.toml declares no [project.scripts] yet")
+    assert name in scripts, f"{name} is not a console script of pyproject.toml ({sorted(scripts)})"
+    module, _, function = scripts[name].partition(":")
+    entry = functools.reduce(getattr, function.split("."), importlib.import_module(module))
+    return _captured_parser(entry, [name, "--help"])
+
+
+@functools.lru_cache(maxsize=None)
+def module_help(module):
+    """`python -m MODULE --help`, run once in an empty folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"], cwd=folder, capture_output=True,
+            text=True, timeout=300,
+        )
+    assert result.returncode == 0, f"python -m {module} --help failed:\n{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def parse(parser, arguments):
+    """Runs the real parser over the command's arguments; returns the
+    namespace (None after --help), or fails with the parser's message."""
+    arguments = [
+        "0" if SHELL_VARIABLE.match(a) else a for a in arguments if a != "..."
+    ]
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            return parser.parse_args(arguments)
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            return None
+        pytest.fail(f"{parser.prog} refuses {arguments}: {stderr.getvalue().strip()}")
+
+
+def reads_tfds(parser, namespace):
+    """Whether the parsed command reads a tensorflow-datasets set (a download
+    on first use): fit.py's default, or --dataset."""
+    if namespace is None or not hasattr(namespace, "data_dir"):
+        return False
+    if getattr(namespace, "dataset", None):
+        return True
+    return parser.prog.startswith(("fit", "ltpa-fit")) and namespace.data_dir is None
+
+
+def check_flags_in_help(help_text, arguments):
+    for argument in arguments:
+        if argument.startswith("--"):
+            flag = argument.split("=", 1)[0]
+        elif re.match(r"^-[A-Za-z]", argument):
+            flag = argument[:2]
+        else:
+            if "/" in argument or argument.endswith(".py"):
+                assert (REPO_ROOT / argument.split("::")[0]).exists(), f"no such path: {argument}"
+            continue
+        assert re.search(rf"(^|[\s,]){re.escape(flag)}([\s,=]|$)", help_text, re.M), (
+            f"{flag} is not an option (not in --help)"
+        )
+
+
+def check_pip(arguments):
+    extras = re.findall(r"\[([\w,\s-]+)\]", " ".join(arguments))
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = re.search(r"^\[project\.optional-dependencies\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    declared = set(re.findall(r"^\s*([\w-]+)\s*=", section.group(1), re.M)) if section else set()
+    for extra in (e.strip() for group in extras for e in group.split(",")):
+        assert extra in declared, f"extra [{extra}] is not in pyproject.toml ({sorted(declared)})"
+
+
+# --- The commands ------------------------------------------------------------
+
+
+def test_the_pages_hold_commands():
+    assert len(CHECKED) >= 20, [c.ident() for c in CHECKED]
+    assert {p.name for p in PAGES} >= {"README.md", "training.md", "serving.md", "tests.md"}
+
+
+@pytest.mark.parametrize("command", CHECKED, ids=lambda c: c.ident())
+def test_command_parses(command):
+    kind, program, arguments = _ours(command)
+    for word in command.words:
+        if word.startswith("KERAS_BACKEND="):
+            assert word.split("=", 1)[1] in BACKENDS, f"unknown backend in {word}"
+    namespace, parser = None, None
+    if kind == "script":
+        assert (REPO_ROOT / program).is_file(), f"no such script: {program}"
+        parser = script_parser(program)
+        namespace = parse(parser, arguments)
+    elif kind == "entry":
+        parser = entry_parser(program)
+        namespace = parse(parser, arguments)
+    elif kind == "module":
+        if program.split(".")[0] == "keras_ltpa":
+            parser = module_parser(program)
+            namespace = parse(parser, arguments)
+        else:
+            check_flags_in_help(module_help(program), arguments)
+    elif kind == "code":
+        compile(program, f"{command.ident()} (python -c)", "exec")
+    elif kind == "shell":
+        assert (REPO_ROOT / program).is_file(), f"no such script: {program}"
+        result = subprocess.run(["bash", "-n", str(REPO_ROOT / program)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    elif kind == "pip":
+        check_pip(arguments)
+        assert "needs network" in command.markers, f"say '# needs network' for: {command.text}"
+    if reads_tfds(parser, namespace):
+        assert "needs network" in command.markers, (
+            f"reads a tensorflow-datasets set; say '# needs network' for: {command.text}"
+        )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [c for c in SHELL_COMMANDS if c.words and c.words[0] in ("docker", "curl")],
+    ids=lambda c: c.ident(),
+)
+def test_docker_and_client_commands_say_what_they_need(command):
+    wanted = "needs docker" if command.words[0] == "docker" else "needs a server"
+    assert wanted in command.markers, f"say '# {wanted}' for: {command.text}"
+
+
+def test_readme_keeps_its_two_commands_and_the_comparison_block():
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_TEST_COMMAND in text
+    assert "pip install -e . && python training/fit.py" in text
+    start, end = "<!-- comparison:start -->", "<!-- comparison:end -->"
+    assert text.count(start) == 1 and text.count(end) == 1
+    assert text.index(start) < text.index(end)
+    assert len(text.splitlines()) <= 320, "the README should stay near 300 lines; move detail to docs/"
+
+
+def test_the_checker_reads_comments_continuations_and_separators(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```bash\n"
+        "# needs network\n"
+        "python training/fit.py --dataset cifar10 \\\n"
+        "    --epochs 1 && echo done   # it's a trailing comment\n"
+        "KERAS_BACKEND=jax python -m pytest -q\n"
+        "\n"
+        "python training/fit.py --data-dir d --process-id $rank ...\n"
+        "```\n"
+    )
+    (block,) = fenced_blocks(page)[0]
+    commands = list(shell_commands(block))
+    assert [c.words[0] for c in commands] == ["python", "echo", "KERAS_BACKEND=jax", "python"]
+    assert commands[0].words == ["python", "training/fit.py", "--dataset", "cifar10", "--epochs", "1"]
+    assert [c.markers for c in commands] == [{"needs network"}] * 3 + [set()]
+    assert "trailing comment" in commands[1].comment
+    parser = script_parser("training/fit.py")
+    assert reads_tfds(parser, parse(parser, _ours(commands[0])[2]))
+    assert not reads_tfds(parser, parse(parser, _ours(commands[3])[2]))
+
+
+@pytest.mark.parametrize("arguments", [["--no-such-flag"], ["--precision", "float64"], ["--epochs", "x"]])
+def test_the_checker_refuses_a_bad_flag_or_value(arguments):
+    with pytest.raises(pytest.fail.Exception, match="fit.py refuses"):
+        parse(script_parser("training/fit.py"), arguments)
+    with pytest.raises(AssertionError):
+        check_flags_in_help("  -q, --quiet   decrease verbosity.", ["--no-such-flag"])
+
+
+# --- Python blocks -----------------------------------------------------------
+
+
+def resolve(dotted):
+    """Imports the longest importable prefix of `dotted` and follows the rest
+    as attributes; fails naming what is missing."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as error:
+            if error.name and not dotted.startswith(error.name):
+                raise
+            continue
+        for name in parts[cut:]:
+            assert hasattr(value, name), f"{dotted}: {'.'.join(parts[:cut])} has no {name!r}"
+            value = getattr(value, name)
+        return value
+    pytest.fail(f"{dotted} does not import")
+
+
+def _names_used(tree):
+    """The keras_ltpa names a block imports, and those it reads as attributes
+    of an imported keras_ltpa name."""
+    names, aliases = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "keras_ltpa":
+                    names.add(alias.name)
+                    if alias.asname:
+                        aliases[alias.asname] = alias.name
+                    else:
+                        aliases["keras_ltpa"] = "keras_ltpa"
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "keras_ltpa":
+            for alias in node.names:
+                names.add(f"{node.module}.{alias.name}")
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, value = [], node
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in aliases:
+                names.add(".".join([aliases[value.id], *reversed(chain)]))
+    return names
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: f"{_rel(b.page)}:{b.line}")
+def test_python_block_compiles_and_its_names_exist(block):
+    tree = ast.parse("\n".join(block.lines), f"{_rel(block.page)}:{block.line}")
+    for name in sorted(_names_used(tree)):
+        resolve(name)
+
+
+# --- Links and names in the text ---------------------------------------------
+
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.M)
+CODE_SPAN = re.compile(r"`((?:[^`\n]|\n(?!\s*\n))+)`")
+DOTTED_NAME = re.compile(r"^(keras_ltpa(?:\.[A-Za-z_]\w*)*)")
+REPO_PATH = re.compile(r"^(?:keras_ltpa|training|benchmarks|tests|saved_models|docs|\.ci)/[\w./-]*$")
+
+
+def slug(heading):
+    """The anchor a Markdown heading gets (GitHub's rule)."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@functools.lru_cache(maxsize=None)
+def anchors(page):
+    _, prose = fenced_blocks(page)
+    seen, result = {}, set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose, re.M):
+        base = slug(heading)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        result.add(base if count == 0 else f"{base}-{count}")
+    return result
+
+
+def _prose_without_code(page):
+    return CODE_SPAN.sub("", fenced_blocks(page)[1])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_relative_links_resolve(page):
+    prose = _prose_without_code(page)
+    targets = LINK.findall(prose) + REFERENCE_LINK.findall(prose)
+    broken = []
+    for target in targets:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(f"{target}: no heading #{anchor} in {_rel(file)}")
+    assert not broken, broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_named_modules_and_paths_exist(page):
+    missing = []
+    for span in CODE_SPAN.findall(fenced_blocks(page)[1]):
+        span = " ".join(span.split())
+        match = DOTTED_NAME.match(span)
+        if match:
+            try:
+                resolve(match.group(1).rstrip("."))
+            except (AssertionError, ImportError, pytest.fail.Exception) as error:
+                missing.append(f"{span}: {error}")
+        elif REPO_PATH.match(span) and not (REPO_ROOT / span).exists():
+            missing.append(f"{span}: no such path")
+    assert not missing, missing
