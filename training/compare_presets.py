@@ -152,9 +152,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def work():
-        sys.path.insert(0, str(pathlib.Path(__file__).parent))
-        import evaluate as evaluate_cli
-
+        from keras_ltpa.cli import evaluate as evaluate_cli
         from keras_ltpa.data import pipelines as data
         from keras_ltpa.evaluation import overlays as visualize
         from keras_ltpa.evaluation import report as ltpa_report
@@ -186,8 +184,7 @@ def main(argv=None):
         )
         # And the first four Weizmann horses (photos of other sizes, resized).
         horses = visualize.read_images(
-            sorted((root / "weizmann_horse" / "rgb").glob("*.jpg"))[:4],
-            tuple(attention.input_shape[1:3]),
+            sorted((root / "weizmann_horse" / "rgb").glob("*.jpg"))[:4], model=attention
         )
         visualize.save_attention_grids(
             attention, horses[0], args.output_dir, prefix="attention_horses",

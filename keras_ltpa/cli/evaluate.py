@@ -38,6 +38,7 @@ from keras_ltpa.cli import common as cli
 
 
 def parse_threshold(text):
+    """argparse type of `--threshold`: `"mean"` or a fraction in (0, 1)."""
     if text == "mean":
         return text
     try:
@@ -52,6 +53,7 @@ def parse_threshold(text):
 
 
 def parse_epsilons(text):
+    """argparse type of `--fgsm`: comma-separated pixel units in [0, 255]."""
     values = []
     for part in text.split(","):
         try:
@@ -67,8 +69,7 @@ def parse_epsilons(text):
     return values
 
 
-def parse_args(argv=None):
-    parser = cli.make_parser("evaluate.py", __doc__)
+def _add_source_arguments(parser):
     model = parser.add_argument_group("models")
     cli.add_model_argument(model)
     model.add_argument(
@@ -87,6 +88,9 @@ def parse_args(argv=None):
     accuracy.add_argument(
         "--limit", type=cli.positive_int, help="score only this many images"
     )
+
+
+def _add_localization_arguments(parser):
     localization = parser.add_argument_group("localisation")
     localization.add_argument(
         "--localization", metavar="DIR",
@@ -108,6 +112,9 @@ def parse_args(argv=None):
     localization.add_argument(
         "--mask-limit", type=cli.positive_int, help="score only the first N images"
     )
+
+
+def _add_robustness_and_transfer_arguments(parser):
     robustness = parser.add_argument_group("robustness (FGSM)")
     robustness.add_argument(
         "--fgsm", metavar="EPS,...", type=parse_epsilons,
@@ -136,12 +143,26 @@ def parse_args(argv=None):
     transfer.add_argument(
         "--svm-c", type=cli.positive_float, default=1.0, help="the linear SVM's C"
     )
+
+
+def build_parser():
+    """The evaluate command's flags, grouped: models and accuracy data,
+    localisation, robustness and transfer, output."""
+    parser = cli.make_parser("evaluate.py", __doc__)
+    _add_source_arguments(parser)
+    _add_localization_arguments(parser)
+    _add_robustness_and_transfer_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--output", help="write the results to this JSON file")
     output.add_argument(
         "--report-dir",
         help="write report.json, report.md and the PNG plots into this folder",
     )
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.fgsm and not (args.dataset or args.data_dir):
         parser.error("--fgsm attacks the images of --dataset or --data-dir: give one.")
@@ -178,106 +199,129 @@ def describe_model(model, source):
     }
 
 
+def score_accuracy(args, models, results):
+    """Accuracy (and FGSM robustness with --fgsm) on --dataset/--data-dir;
+    returns the dataset's class names."""
+    from keras_ltpa import evaluation
+    from keras_ltpa.data import pipelines as data
+    from keras_ltpa.data.images import model_input_size
+
+    dataset, class_names = data.load_dataset(
+        args.split,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        image_size=model_input_size(models["model"]),
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    results["classification"] = {
+        name: evaluation.evaluate_classification(m, dataset, class_names)
+        for name, m in models.items()
+    }
+    for name, result in results["classification"].items():
+        print(f"[{name}]\n" + evaluation.format_classification(result))
+    if args.fgsm:
+        images, labels = data.dataset_arrays(dataset)
+        images, labels = images[: args.fgsm_limit], labels[: args.fgsm_limit]
+        results["robustness"] = {
+            name: evaluation.fgsm_robustness(m, images, labels, args.fgsm)
+            for name, m in models.items()
+        }
+        print(evaluation.format_robustness(results["robustness"]))
+    return class_names
+
+
+def score_localization(args, models, class_names, results):
+    """Jaccard of the maps against the masks of --localization."""
+    from keras_ltpa import evaluation
+
+    class_index = cam_class_index(args.cam_class, class_names)
+    samples = evaluation.load_mask_dataset(args.localization, limit=args.mask_limit)
+    results["localization"] = evaluation.localization(
+        models["model"],
+        samples,
+        models.get("baseline"),
+        threshold=args.threshold,
+        class_index=class_index,
+    )
+    print(evaluation.format_localization(results["localization"]))
+
+
+def score_transfer(args, models, results):
+    """A linear SVM on each model's features of the --transfer set."""
+    from keras_ltpa import evaluation
+    from keras_ltpa.data import pipelines as data
+    from keras_ltpa.data.images import model_input_size
+
+    source = (
+        {"data_dir": args.transfer}
+        if os.path.isdir(args.transfer) or os.sep in args.transfer
+        else {"dataset": args.transfer}
+    )
+    splits = {}
+    for split in ("train", "test"):
+        dataset, target_classes = data.load_dataset(
+            split,
+            image_size=model_input_size(models["model"]),
+            batch_size=args.batch_size,
+            limit=args.transfer_limit,
+            **source,
+        )
+        splits[split] = data.dataset_arrays(dataset)
+    results["transfer_dataset"] = args.transfer
+    results["transfer"] = {
+        name: evaluation.transfer(
+            m,
+            splits["train"],
+            splits["test"],
+            # --features chooses the model's; the baseline gives g.
+            kind=args.features if name == "model" else "auto",
+            class_names=target_classes,
+            C=args.svm_c,
+        )
+        for name, m in models.items()
+    }
+    print(evaluation.format_transfer(results["transfer"]))
+
+
+def write_results(args, results):
+    """The --output JSON and the --report-dir report."""
+    if args.output:
+        from keras_ltpa.utils.files import write_json
+
+        write_json(args.output, results)
+    if args.report_dir:
+        from keras_ltpa.evaluation import report
+
+        if "localization" in results and not isinstance(results["localization"], list):
+            results["localization"] = [results["localization"]]
+        written = report.write_report(results, args.report_dir)
+        print(f"report: {written['markdown']}")
+
+
+def evaluate(args):
+    """Every evaluation the flags ask for, then the outputs."""
+    # Imported here so that --help and flag errors need no backend.
+    from keras_ltpa.train import runs
+
+    models = {"model": runs.load_model(args.model)}
+    if args.baseline:
+        models["baseline"] = runs.load_model(args.baseline)
+    class_names = runs.class_names_of(models["model"], args.model, args.class_names)
+    sources = {"model": args.model, "baseline": args.baseline}
+    results = {"models": {name: describe_model(m, sources[name]) for name, m in models.items()}}
+    if args.dataset or args.data_dir:
+        class_names = score_accuracy(args, models, results)
+    if args.localization:
+        score_localization(args, models, class_names, results)
+    if args.transfer:
+        score_transfer(args, models, results)
+    write_results(args, results)
+
+
 def main(argv=None):
     args = parse_args(argv)
-
-    def work():
-        # Imported here so that --help and flag errors need no backend.
-        from keras_ltpa import evaluation as evaluate
-        from keras_ltpa.train import runs
-
-        model = runs.load_model(args.model)
-        models = {"model": model}
-        if args.baseline:
-            models["baseline"] = runs.load_model(args.baseline)
-        class_names = runs.class_names_of(model, args.model, args.class_names)
-        results = {
-            "models": {
-                name: describe_model(m, args.model if name == "model" else args.baseline)
-                for name, m in models.items()
-            }
-        }
-        if args.dataset or args.data_dir:
-            from keras_ltpa.data import pipelines as data
-
-            dataset, class_names = data.load_dataset(
-                args.split,
-                dataset=args.dataset,
-                data_dir=args.data_dir,
-                image_size=tuple(model.input_shape[1:3]),
-                batch_size=args.batch_size,
-                limit=args.limit,
-            )
-            results["classification"] = {
-                name: evaluate.evaluate_classification(m, dataset, class_names)
-                for name, m in models.items()
-            }
-            for name, result in results["classification"].items():
-                print(f"[{name}]\n" + evaluate.format_classification(result))
-            if args.fgsm:
-                images, labels = data.dataset_arrays(dataset)
-                images, labels = images[: args.fgsm_limit], labels[: args.fgsm_limit]
-                results["robustness"] = {
-                    name: evaluate.fgsm_robustness(m, images, labels, args.fgsm)
-                    for name, m in models.items()
-                }
-                print(evaluate.format_robustness(results["robustness"]))
-        if args.localization:
-            class_index = cam_class_index(args.cam_class, class_names)
-            samples = evaluate.load_mask_dataset(args.localization, limit=args.mask_limit)
-            results["localization"] = evaluate.localization(
-                model,
-                samples,
-                models.get("baseline"),
-                threshold=args.threshold,
-                class_index=class_index,
-            )
-            print(evaluate.format_localization(results["localization"]))
-        if args.transfer:
-            from keras_ltpa.data import pipelines as data
-
-            source = (
-                {"data_dir": args.transfer}
-                if os.path.isdir(args.transfer) or os.sep in args.transfer
-                else {"dataset": args.transfer}
-            )
-            splits = {}
-            for split in ("train", "test"):
-                dataset, target_classes = data.load_dataset(
-                    split,
-                    image_size=tuple(model.input_shape[1:3]),
-                    batch_size=args.batch_size,
-                    limit=args.transfer_limit,
-                    **source,
-                )
-                splits[split] = data.dataset_arrays(dataset)
-            results["transfer_dataset"] = args.transfer
-            results["transfer"] = {
-                name: evaluate.transfer(
-                    m,
-                    splits["train"],
-                    splits["test"],
-                    # --features chooses the model's; the baseline gives g.
-                    kind=args.features if name == "model" else "auto",
-                    class_names=target_classes,
-                    C=args.svm_c,
-                )
-                for name, m in models.items()
-            }
-            print(evaluate.format_transfer(results["transfer"]))
-        if args.output:
-            from keras_ltpa.utils.files import write_json
-
-            write_json(args.output, results)
-        if args.report_dir:
-            from keras_ltpa.evaluation import report
-
-            if "localization" in results and not isinstance(results["localization"], list):
-                results["localization"] = [results["localization"]]
-            written = report.write_report(results, args.report_dir)
-            print(f"report: {written['markdown']}")
-
-    return cli.run_main("evaluate.py", work)
+    return cli.run_main("evaluate.py", lambda: evaluate(args))
 
 
 if __name__ == "__main__":

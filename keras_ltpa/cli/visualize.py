@@ -75,14 +75,14 @@ def main(argv=None):
 
     def work():
         # Imported here so that --help and flag errors need no backend.
+        from keras_ltpa.data.images import model_input_size
         from keras_ltpa.evaluation import overlays as visualize
         from keras_ltpa.train import runs
 
         model = runs.load_model(args.model)
-        size = tuple(model.input_shape[1:3])
         if args.images:
             class_names = runs.class_names_of(model, args.model, args.class_names)
-            images, labels, _ = visualize.read_images(args.images, size, class_names)
+            images, labels, _ = visualize.read_images(args.images, class_names=class_names, model=model)
         else:
             from keras_ltpa.data import pipelines as data
 
@@ -90,7 +90,7 @@ def main(argv=None):
                 args.split,
                 dataset=args.dataset,
                 data_dir=args.data_dir,
-                image_size=size,
+                image_size=model_input_size(model),
                 batch_size=args.num_images,
                 limit=args.num_images,
             )

@@ -1,6 +1,8 @@
-"""The one image path: list, decode and resize image files (`images`), and the
-`tf.data` pipelines over tfds or image folders with their augmentation and
-pixel statistics (`pipelines`). Imports only the model core."""
+"""The one image path: list, decode and resize image files (`images`); where
+examples come from, image folders or tensorflow-datasets (`sources`); the
+augmentation names, the label-mode rule and their layers (`augmentation`);
+and the `tf.data` pipelines with their pixel statistics (`pipelines`).
+Imports only the model core."""
 
 from keras_ltpa.data.pipelines import AUGMENTATIONS
 from keras_ltpa.data.pipelines import BATCH_AUGMENTATIONS
@@ -20,6 +22,7 @@ from keras_ltpa.data.pipelines import list_image_folder
 from keras_ltpa.data.pipelines import load_dataset
 from keras_ltpa.data.pipelines import parse_augment
 from keras_ltpa.data.pipelines import pixel_statistics
+from keras_ltpa.data.pipelines import resolve_label_mode
 
 __all__ = [
     "AUGMENTATIONS",
@@ -40,4 +43,5 @@ __all__ = [
     "load_dataset",
     "parse_augment",
     "pixel_statistics",
+    "resolve_label_mode",
 ]

@@ -30,7 +30,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def is_image_file(name):
-    """Whether a file name is an image this package reads (by extension)."""
+    """Whether a file name is an image this package reads (by extension).
+
+    Example:
+    >>> is_image_file("cat/0001.JPG"), is_image_file(".hidden.png"), is_image_file("notes.txt")
+    (True, False, False)
+    """
     name = os.path.basename(os.fspath(name))
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -66,7 +71,12 @@ def list_images(directory):
 
 
 def to_rgb(image):
-    """A uint8 (H, W, 1|3|4) tensor as uint8 RGB (grey repeated, alpha dropped)."""
+    """A uint8 (H, W, 1|3|4) tensor as uint8 RGB (grey repeated, alpha dropped).
+
+    Example:
+    >>> to_rgb(np.zeros((2, 2, 4), "uint8")).shape.as_list()
+    [2, 2, 3]
+    """
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8:
         image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
@@ -145,6 +155,12 @@ def resize_images(images, size):
     Returns:
         A uint8 array (N, height, width, 3); a batch already at that size is
         returned as it is.
+
+    Example:
+    >>> grey = np.full((8, 8, 3), 128, "uint8")
+    >>> resized = resize_images([grey, grey[:4]], (2, 2))
+    >>> resized.shape, int(resized.min()), int(resized.max())
+    ((2, 2, 2, 3), 128, 128)
     """
     size = check_size(size)
     if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == size:
@@ -153,6 +169,16 @@ def resize_images(images, size):
         [resize_image(tf.convert_to_tensor(image), size).numpy() for image in images]
     )
 
+
+def model_input_size(model):
+    """The (height, width) a model takes, `(None, None)` when not fixed.
+
+    Example:
+    >>> import keras
+    >>> model_input_size(keras.Sequential([keras.Input((8, 6, 3)), keras.layers.Flatten()]))
+    (8, 6)
+    """
+    return tuple(model.input_shape[1:3])
 
 
 def fit_to_model_input(images, model):
@@ -167,7 +193,8 @@ def fit_to_model_input(images, model):
 
     Returns:
         A uint8 array (N, height, width, 3) (resized by `resize_images`, so
-        with the pixels training and serving see).
+        with the pixels training and serving see); a batch already at the
+        model's size is returned as it is.
 
     Example:
     >>> import numpy as np, keras
@@ -175,10 +202,11 @@ def fit_to_model_input(images, model):
     >>> fit_to_model_input(np.zeros((2, 16, 12, 3), "uint8"), model).shape
     (2, 8, 8, 3)
     """
-    size = tuple(model.input_shape[1:3])
+    size = model_input_size(model)
     if None in size:
         return images if isinstance(images, np.ndarray) else np.stack(images)
     return resize_images(images, size)
+
 
 def find_unreadable_images(paths):
     """The files among `paths` that do not decode as images.

@@ -1,7 +1,9 @@
-"""Scoring a trained model on each claim of the paper: accuracy, attention
-localisation, FGSM robustness, transfer, Grad-CAM for the baseline,
-attention overlays, and one report of them all. Never imports
-`keras_ltpa.train`."""
+"""Scoring a trained model on each claim of the paper: accuracy (`accuracy`),
+attention localisation against figure-ground masks (`localisation`, its
+mask sets in `masks`), FGSM robustness (`robustness`), transfer
+(`domain_transfer`), Grad-CAM for the baseline (`gradcam`), attention
+overlays (`overlays`, drawn by `heatmaps` and laid out by `grids`), and one
+report of them all (`report`). Never imports `keras_ltpa.train`."""
 
 from keras_ltpa.evaluation.accuracy import evaluate_classification
 from keras_ltpa.evaluation.accuracy import format_classification
@@ -12,17 +14,17 @@ from keras_ltpa.evaluation.domain_transfer import linear_classifier_scores
 from keras_ltpa.evaluation.domain_transfer import transfer
 from keras_ltpa.evaluation.domain_transfer import transfer_features
 from keras_ltpa.evaluation.gradcam import grad_cam
-from keras_ltpa.evaluation.localisation import MASK_THRESHOLD
-from keras_ltpa.evaluation.localisation import OBJECT_DISCOVERY_MASKS
 from keras_ltpa.evaluation.localisation import check_threshold
 from keras_ltpa.evaluation.localisation import format_localization
 from keras_ltpa.evaluation.localisation import gaussian_map
 from keras_ltpa.evaluation.localisation import gaussian_prior
 from keras_ltpa.evaluation.localisation import jaccard
-from keras_ltpa.evaluation.localisation import load_mask_dataset
 from keras_ltpa.evaluation.localisation import localization
-from keras_ltpa.evaluation.localisation import mask_dataset_layout
 from keras_ltpa.evaluation.localisation import threshold_map
+from keras_ltpa.evaluation.masks import MASK_THRESHOLD
+from keras_ltpa.evaluation.masks import OBJECT_DISCOVERY_MASKS
+from keras_ltpa.evaluation.masks import load_mask_dataset
+from keras_ltpa.evaluation.masks import mask_dataset_layout
 from keras_ltpa.evaluation.robustness import MAX_EPSILON
 from keras_ltpa.evaluation.robustness import check_epsilons
 from keras_ltpa.evaluation.robustness import fgsm_images

@@ -4,8 +4,12 @@ the fixed CIFAR-10 subset score each preset records and reproduces."""
 import keras
 import numpy as np
 
+from keras_ltpa.data.images import model_input_size
+from keras_ltpa.data.pipelines import dataset_arrays
+from keras_ltpa.data.pipelines import load_dataset
 from keras_ltpa.presets import SUBSET_SIZE
 from keras_ltpa.presets import SUBSET_SPLIT
+from keras_ltpa.utils.batches import map_batches
 
 # --- Classification ------------------------------------------------------
 
@@ -31,6 +35,14 @@ def evaluate_classification(model, dataset, class_names=None, top_k=5):
         A dict: `count`, `accuracy`, `top_k`, `top_k_accuracy`,
         `per_class` ({name: accuracy}, classes never seen are left out) and
         `per_class_count` ({name: number of images}).
+
+    Example:
+    >>> inputs = keras.Input((3,))
+    >>> model = keras.Model(inputs, keras.layers.Identity()(inputs))  # logits in, logits out
+    >>> batches = [(np.array([[3.0, 1.0, 2.0], [1.0, 3.0, 2.0]]), np.array([0, 2]))]
+    >>> result = evaluate_classification(model, batches, top_k=2)
+    >>> result["accuracy"], result["top_k_accuracy"], result["per_class"]
+    (0.5, 1.0, {'0': 1.0, '2': 0.0})
     """
     correct = topk_correct = total = 0
     class_correct, class_total = {}, {}
@@ -70,12 +82,18 @@ def evaluate_classification(model, dataset, class_names=None, top_k=5):
     }
 
 
-
 # --- Reports ------------------------------------------------------------------
 
 
 def format_classification(result):
-    """A plain-text table of an `evaluate_classification` result."""
+    """A plain-text table of an `evaluate_classification` result.
+
+    Args:
+        result: the dict `evaluate_classification` returns.
+
+    Returns:
+        The table as a string: counts, accuracies, then one line per class.
+    """
     lines = [
         f"images: {result['count']}",
         f"accuracy: {result['accuracy']:.4f}",
@@ -89,33 +107,45 @@ def format_classification(result):
         )
     return "\n".join(lines)
 
+
+# --- The presets' fixed subset ---------------------------------------------
+
+
 def subset_scores(model, data_dir, batch_size=250):
-    """Correct predictions of `model` on the fixed subset (the first
-    `presets.SUBSET_SIZE` of `data_dir`'s test split in `load_dataset`'s fixed
-    order), and how many of them are near-ties.
+    """Correct predictions of `model` on the fixed subset, and its near-ties.
+
+    The subset is the first `presets.SUBSET_SIZE` images of `data_dir`'s
+    `presets.SUBSET_SPLIT` split in `load_dataset`'s fixed order: each
+    preset records its score there, and the tests reproduce it.
+
+    Args:
+        model: a model whose output is the class logits.
+        data_dir: an image folder `DIR/<split>/<class>/<image>`.
+        batch_size: images per model call.
 
     Returns:
         A dict: `count`, `correct`, `accuracy`, and `near_ties`: images
         whose two largest logits differ by less than 1e-4 of the largest
         logit magnitude (their prediction may differ between backends by
         float rounding).
-    """
-    # tf.data only here, so importing this module stays light.
-    from keras_ltpa.data.pipelines import load_dataset
 
+    Example:
+    >>> scores = subset_scores(model, "../shared/data/cifar10")  # doctest: +SKIP
+    >>> scores["count"]  # doctest: +SKIP
+    2000
+    """
     dataset, _ = load_dataset(
         SUBSET_SPLIT,
         data_dir=data_dir,
-        image_size=tuple(model.input_shape[1:3]),
+        image_size=model_input_size(model),
         batch_size=batch_size,
         limit=SUBSET_SIZE,
     )
-    correct = near_ties = count = 0
-    for images, labels in dataset.as_numpy_iterator():
-        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)), "float64")
-        top_two = np.sort(logits, axis=-1)[:, -2:]
-        gap = top_two[:, 1] - top_two[:, 0]
-        near_ties += int((gap < 1e-4 * np.abs(logits).max(axis=-1)).sum())
-        correct += int((logits.argmax(-1) == labels.reshape(-1)).sum())
-        count += len(labels)
+    images, labels = dataset_arrays(dataset)
+    logits = map_batches(model.predict_on_batch, images, batch_size=batch_size).astype("float64")
+    top_two = np.sort(logits, axis=-1)[:, -2:]
+    gap = top_two[:, 1] - top_two[:, 0]
+    near_ties = int((gap < 1e-4 * np.abs(logits).max(axis=-1)).sum())
+    correct = int((logits.argmax(-1) == labels).sum())
+    count = len(labels)
     return {"count": count, "correct": correct, "accuracy": correct / count, "near_ties": near_ties}

@@ -21,9 +21,9 @@ import keras
 import numpy as np
 
 from keras_ltpa.data import images as image_files
-from keras_ltpa.evaluation.gradients import to_float32
 from keras_ltpa.evaluation.overlays import check_image_batch
 from keras_ltpa.model import describe
+from keras_ltpa.utils.batches import map_batches
 from keras_ltpa.utils.checks import check_choice
 
 FEATURE_KINDS = ("auto", "attention", "global")
@@ -40,6 +40,11 @@ def feature_model(model, kind="auto"):
 
     Returns:
         A `keras.Model` with the model's input and one (N, D) output.
+
+    Example:
+    >>> from keras_ltpa import build_model
+    >>> feature_model(build_model(10, variant="noatt", width_multiplier=0.0625)).output.shape
+    (None, 32)
     """
     check_choice("kind", kind, FEATURE_KINDS)
     count = describe(model)["attention_count"]
@@ -77,21 +82,22 @@ def transfer_features(model, images, kind="auto", batch_size=64):
         kind: see `feature_model`.
         batch_size: images per model call.
 
+    Returns:
+        float32 (N, D): D is the sum of the attention-pooled widths, or g's.
+
     Example:
-    >>> features = transfer_features(model, images)  # doctest: +SKIP
-    >>> features.shape  # doctest: +SKIP
-    (5784, 1536)
+    >>> from keras_ltpa import build_model
+    >>> model = build_model(10, width_multiplier=0.0625)
+    >>> transfer_features(model, np.zeros((2, 32, 32, 3), "uint8")).shape
+    (2, 96)
     """
     images = check_image_batch(images)
     extractor = feature_model(model, kind)
-    size = tuple(model.input_shape[1:3])
-    if None not in size and images.shape[1:3] != size:
-        images = image_files.resize_images(images, size)
-    chunks = [
-        to_float32(extractor(images[start : start + batch_size].astype("float32"), training=False))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(chunks).reshape(len(images), -1)
+    images = image_files.fit_to_model_input(images, model)
+    features = map_batches(
+        lambda batch: extractor(batch.astype("float32"), training=False), images, batch_size=batch_size
+    )
+    return features.reshape(len(images), -1)
 
 
 def linear_classifier_scores(

@@ -1,7 +1,5 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017): the plain baseline's class-activation map."""
 
-
-
 import keras
 import numpy as np
 
@@ -10,8 +8,7 @@ from keras_ltpa.evaluation import overlays as visualize
 from keras_ltpa.evaluation.gradients import input_gradient
 from keras_ltpa.evaluation.gradients import to_float32
 from keras_ltpa.model import describe
-
-# --- Class-activation map of the baseline ----------------------------------
+from keras_ltpa.utils.batches import map_batches
 
 
 def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
@@ -34,6 +31,12 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
 
     Returns:
         float32 (N, h, w) maps (not scaled).
+
+    Example:
+    >>> from keras_ltpa import build_model
+    >>> baseline = build_model(10, variant="noatt", width_multiplier=0.0625)
+    >>> grad_cam(baseline, np.zeros((2, 32, 32, 3), "uint8")).shape
+    (2, 8, 8)
     """
     images = visualize.check_image_batch(images)
     if layer is None:
@@ -48,27 +51,19 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=64):
     features = model.get_layer(layer).output
     body = keras.Model(model.inputs[0], features)
     head = keras.Model(features, model.outputs[0])
-    input_size = tuple(model.input_shape[1:3])
-    if None not in input_size:
-        images = image_files.resize_images(images, input_size)
-    maps = []
-    for start in range(0, len(images), batch_size):
-        activations = body(images[start : start + batch_size].astype("float32"), training=False)
+    images = image_files.fit_to_model_input(images, model)
+
+    def batch_maps(batch):
+        activations = body(batch.astype("float32"), training=False)
         logits = to_float32(head(activations, training=False))
-        classes = (
-            logits.argmax(axis=-1)
-            if class_index is None
-            else np.full(len(logits), class_index)
-        )
-        selector = keras.ops.convert_to_tensor(
-            np.eye(logits.shape[-1], dtype="float32")[classes]
-        )
+        classes = logits.argmax(axis=-1) if class_index is None else np.full(len(logits), class_index)
+        selector = keras.ops.convert_to_tensor(np.eye(logits.shape[-1], dtype="float32")[classes])
 
         def class_score(a):
             return keras.ops.sum(head(a, training=False) * selector)
 
         gradients = to_float32(input_gradient(class_score, activations))
-        activations = to_float32(activations)
         weights = gradients.mean(axis=(1, 2), keepdims=True)
-        maps.append(np.maximum((weights * activations).sum(axis=-1), 0.0))
-    return np.concatenate(maps).astype(np.float32)
+        return np.maximum((weights * to_float32(activations)).sum(axis=-1), 0.0)
+
+    return map_batches(batch_maps, images, batch_size=batch_size)

@@ -27,19 +27,35 @@ Two references are scored the same way:
   as attention map 3 and the layer the paper's att3 taps last):
   `cam = relu(sum_c alpha_c * A_c)` with `alpha_c` the spatial mean of
   d logit / d A_c, for the predicted class (or a fixed `class_index`).
+
+The image + mask sets are read by `keras_ltpa.evaluation.masks`; its names
+are importable from here too.
 """
 
-import os
-
 import numpy as np
-from PIL import Image
 
 from keras_ltpa.data import images as image_files
 from keras_ltpa.evaluation import overlays as visualize
 from keras_ltpa.evaluation.gradcam import grad_cam
+from keras_ltpa.evaluation.masks import MASK_THRESHOLD
+from keras_ltpa.evaluation.masks import OBJECT_DISCOVERY_MASKS
+from keras_ltpa.evaluation.masks import load_mask_dataset
+from keras_ltpa.evaluation.masks import mask_dataset_layout
 from keras_ltpa.utils.checks import check_size
 
-MASK_THRESHOLD = 128
+__all__ = [
+    "MASK_THRESHOLD",
+    "OBJECT_DISCOVERY_MASKS",
+    "check_threshold",
+    "format_localization",
+    "gaussian_map",
+    "gaussian_prior",
+    "jaccard",
+    "load_mask_dataset",
+    "localization",
+    "mask_dataset_layout",
+    "threshold_map",
+]
 
 
 # --- Regions and scores ---------------------------------------------------
@@ -136,141 +152,71 @@ def gaussian_prior(shape, area):
     return _top_pixels(gaussian_map((height, width)), round(float(area) * height * width))
 
 
-# --- Image and mask data ---------------------------------------------------
-
-
-OBJECT_DISCOVERY_MASKS = "GroundTruth"
-
-
-def _read_mask(mask_path, image):
-    """A mask file as bool (H, W) at its image's size (bilinear, >= 128)."""
-    try:
-        with Image.open(mask_path) as mask_file:
-            mask = mask_file.convert("L")
-            if mask.size != (image.shape[1], image.shape[0]):
-                mask = mask.resize((image.shape[1], image.shape[0]), Image.BILINEAR)
-            return np.asarray(mask) >= MASK_THRESHOLD
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"Cannot read mask {mask_path!r}: {error}") from None
-
-
-def _object_discovery_pairs(directory):
-    """(name, image path, mask path) of an Object Discovery folder."""
-    if os.path.isdir(os.path.join(directory, OBJECT_DISCOVERY_MASKS)):
-        class_dirs = [directory]  # one class folder, e.g. Horse100/
-    else:
-        class_dirs = sorted(
-            os.path.join(directory, entry)
-            for entry in os.listdir(directory)
-            if os.path.isdir(os.path.join(directory, entry, OBJECT_DISCOVERY_MASKS))
-        )
-    pairs = []
-    for class_dir in class_dirs:
-        masks_root = os.path.join(class_dir, OBJECT_DISCOVERY_MASKS)
-        for path in image_files.list_images(class_dir):
-            if os.path.dirname(path) != class_dir:
-                continue  # the masks themselves, and any other sub-folder
-            stem = os.path.splitext(os.path.basename(path))[0]
-            candidates = [
-                os.path.join(masks_root, stem + extension)
-                for extension in (".png", ".bmp", ".jpg")
-            ]
-            mask_path = next((c for c in candidates if os.path.isfile(c)), None)
-            if mask_path is None:
-                raise ValueError(
-                    f"Image {path!r} has no mask: {candidates[0]!r} is missing."
-                )
-            name = os.path.relpath(path, directory)
-            pairs.append((name, path, mask_path))
-    return pairs
-
-
-def mask_dataset_layout(directory):
-    """`"weizmann"` (DIR/rgb + DIR/figure_ground), `"object_discovery"`
-    (DIR/<Class>/NNNN.jpg + DIR/<Class>/GroundTruth/NNNN.png, or one such
-    class folder), or a ValueError naming what was looked for."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ValueError(f"Mask dataset {directory!r} is not a folder.")
-    if os.path.isdir(os.path.join(directory, "rgb")) and os.path.isdir(
-        os.path.join(directory, "figure_ground")
-    ):
-        return "weizmann"
-    if os.path.isdir(os.path.join(directory, OBJECT_DISCOVERY_MASKS)) or any(
-        os.path.isdir(os.path.join(directory, entry, OBJECT_DISCOVERY_MASKS))
-        for entry in os.listdir(directory)
-    ):
-        return "object_discovery"
-    raise ValueError(
-        f"{directory!r} is neither a Weizmann-style set ({os.path.join(directory, 'rgb')!r} "
-        f"and {os.path.join(directory, 'figure_ground')!r}) nor an Object Discovery set "
-        "(<Class>/NNNN.jpg with <Class>/GroundTruth/NNNN.png)."
-    )
-
-
-def load_mask_dataset(directory, image_dir="rgb", mask_dir="figure_ground", limit=None):
-    """Reads an image + figure-ground mask set.
-
-    Two layouts, told apart by `mask_dataset_layout`:
-    - Weizmann horses: every image `<directory>/<image_dir>/<name>` has a
-      mask of the same file name under `<directory>/<mask_dir>/`;
-    - Object Discovery (Rubinstein et al., CVPR 2013; the paper's
-      Airplane100 / Car100 / Horse100 subsets): `<Class>/NNNN.jpg` with
-      `<Class>/GroundTruth/NNNN.png`, for the root holding the class folders
-      or for one class folder; names are `<Class>/NNNN.jpg`.
-
-    A mask is resized (bilinear) to its image and thresholded at 128.
-
-    Args:
-        directory: the set's root folder.
-        image_dir, mask_dir: sub-folder names (Weizmann layout).
-        limit: read only the first `limit` images (sorted by name).
-
-    Returns:
-        A list of `(name, image, mask)`: uint8 (H, W, 3) and bool (H, W).
-    """
-    directory = os.fspath(directory)
-    explicit = (image_dir, mask_dir) != ("rgb", "figure_ground")
-    if not explicit and os.path.isdir(directory) and mask_dataset_layout(directory) == "object_discovery":
-        pairs = _object_discovery_pairs(directory)
-    else:
-        images_root = os.path.join(directory, image_dir)
-        masks_root = os.path.join(directory, mask_dir)
-        for folder, argument in ((images_root, "image_dir"), (masks_root, "mask_dir")):
-            if not os.path.isdir(folder):
-                raise ValueError(
-                    f"{folder!r} is not a folder: `{argument}` must name a sub-folder of "
-                    f"{directory!r}."
-                )
-        pairs = []
-        for path in image_files.list_images(images_root):
-            name = os.path.relpath(path, images_root)
-            mask_path = os.path.join(masks_root, name)
-            if not os.path.isfile(mask_path):
-                raise ValueError(f"Image {path!r} has no mask: {mask_path!r} is missing.")
-            pairs.append((name, path, mask_path))
-    if not pairs:
-        raise ValueError(f"Mask dataset {directory!r} holds no images.")
-    if limit is not None:
-        pairs = pairs[:limit]
-    samples = []
-    for name, path, mask_path in pairs:
-        image = image_files.read_image(path)
-        samples.append((name, image, _read_mask(mask_path, image)))
-    return samples
-
-
 # --- Localisation -----------------------------------------------------------
 
 
+def _threshold_rules(threshold):
+    """(whether one rule was given, the list of checked rules)."""
+    single = not isinstance(threshold, (list, tuple))
+    rules = [check_threshold(t) for t in ([threshold] if single else threshold)]
+    if not rules:
+        raise ValueError("`threshold` is an empty list; give at least one rule.")
+    return single, rules
+
+
+def _check_samples(samples):
+    if not samples:
+        raise ValueError("`samples` is empty: no images to score.")
+    for name, image, mask in samples:
+        if image.shape[:2] != mask.shape:
+            raise ValueError(
+                f"Mask of {name!r} is {mask.shape} but its image is {image.shape[:2]}; "
+                "resize masks to their images (load_mask_dataset does)."
+            )
+
+
+def _raw_maps(model, baseline, inputs, cam_layer, class_index, batch_size):
+    """The model's probabilities, and {method: (N, h, w) maps}: its attention
+    maps (or its Grad-CAM without attention), then the baseline's Grad-CAM."""
+    probabilities, maps = visualize.attention_maps(model, inputs, batch_size=batch_size)
+    sources = {f"attention_{k}": m for k, m in enumerate(maps, start=1)}
+    if not maps:
+        sources["cam"] = grad_cam(model, inputs, cam_layer, class_index, batch_size)
+    if baseline is not None:
+        sources["baseline_cam"] = grad_cam(baseline, inputs, cam_layer, class_index, batch_size)
+    return probabilities, sources
+
+
+def _methods(sources):
+    """Every scored method in report order, and the model's own last one
+    (the map whose region area the centred prior copies)."""
+    model_methods = [m for m in sources if m != "baseline_cam"]
+    if sum(m.startswith("attention_") for m in sources) > 1:
+        model_methods.append("attention_mean")
+    baseline = ["baseline_cam"] if "baseline_cam" in sources else []
+    return model_methods + ["gaussian_prior"] + baseline, model_methods[-1]
+
+
+def _upsampled_maps(sources, index, shape):
+    """Image `index`'s maps at `shape`, with the mean of the scaled attention maps."""
+    upsampled = {method: visualize.upsample_map(m[index], shape) for method, m in sources.items()}
+    attention = [m for method, m in upsampled.items() if method.startswith("attention_")]
+    if len(attention) > 1:
+        upsampled["attention_mean"] = np.mean([visualize.normalize_map(m) for m in attention], axis=0)
+    return upsampled
+
+
+def _image_scores(upsampled, mask, rule, area_method):
+    """{method: Jaccard index} of one image under one threshold rule."""
+    regions = {method: threshold_map(m, rule) for method, m in upsampled.items()}
+    # The prior gets the area of the model's own region (its mean map).
+    area = regions[area_method].mean() if rule == "mean" else rule
+    regions["gaussian_prior"] = gaussian_prior(mask.shape, float(area))
+    return {method: jaccard(region, mask) for method, region in regions.items()}
+
+
 def localization(
-    model,
-    samples,
-    baseline=None,
-    threshold="mean",
-    cam_layer=None,
-    class_index=None,
-    batch_size=64,
+    model, samples, baseline=None, threshold="mean", cam_layer=None, class_index=None, batch_size=64
 ):
     """Mean Jaccard index of attention regions against figure-ground masks.
 
@@ -294,49 +240,28 @@ def localization(
         `per_image` ({method: list of Jaccard indices}), `names`, and
         `predicted` (the model's predicted class per image). Methods are
         the model's maps, then `gaussian_prior`, then `baseline_cam`.
+
+    Example:
+    >>> from keras_ltpa import build_model
+    >>> mask = np.zeros((40, 40), bool)
+    >>> mask[10:30, 10:30] = True
+    >>> samples = [("square", np.zeros((40, 40, 3), "uint8"), mask)]
+    >>> result = localization(build_model(10, width_multiplier=0.0625), samples, threshold=0.25)
+    >>> list(result["jaccard"]), round(result["jaccard"]["gaussian_prior"], 3)
+    (['attention_1', 'attention_2', 'attention_3', 'attention_mean', 'gaussian_prior'], 0.852)
     """
-    single = not isinstance(threshold, (list, tuple))
-    rules = [check_threshold(t) for t in ([threshold] if single else threshold)]
-    if not rules:
-        raise ValueError("`threshold` is an empty list; give at least one rule.")
-    if not samples:
-        raise ValueError("`samples` is empty: no images to score.")
-    for name, image, mask in samples:
-        if image.shape[:2] != mask.shape:
-            raise ValueError(
-                f"Mask of {name!r} is {mask.shape} but its image is {image.shape[:2]}; "
-                "resize masks to their images (load_mask_dataset does)."
-            )
-    model_size = tuple(model.input_shape[1:3])
-    inputs = image_files.resize_images([image for _, image, _ in samples], model_size)
-    probabilities, maps = visualize.attention_maps(model, inputs, batch_size=batch_size)
-    sources = {f"attention_{k}": m for k, m in enumerate(maps, start=1)}
-    if not maps:
-        sources["cam"] = grad_cam(model, inputs, cam_layer, class_index, batch_size)
-    if baseline is not None:
-        sources["baseline_cam"] = grad_cam(baseline, inputs, cam_layer, class_index, batch_size)
-    model_methods = [m for m in sources if m != "baseline_cam"]
-    if len(maps) > 1:
-        model_methods.append("attention_mean")
-    methods = model_methods + ["gaussian_prior"] + (["baseline_cam"] if baseline is not None else [])
+    single, rules = _threshold_rules(threshold)
+    _check_samples(samples)
+    inputs = image_files.fit_to_model_input([image for _, image, _ in samples], model)
+    probabilities, sources = _raw_maps(model, baseline, inputs, cam_layer, class_index, batch_size)
+    methods, area_method = _methods(sources)
     per_image = [{method: [] for method in methods} for _ in rules]
     for index, (_, _, mask) in enumerate(samples):
-        upsampled = {
-            method: visualize.upsample_map(source[index], mask.shape)
-            for method, source in sources.items()
-        }
-        if len(maps) > 1:
-            upsampled["attention_mean"] = np.mean(
-                [visualize.normalize_map(upsampled[f"attention_{k}"]) for k in range(1, len(maps) + 1)],
-                axis=0,
-            )
+        upsampled = _upsampled_maps(sources, index, mask.shape)
         for rule, scores in zip(rules, per_image):
-            regions = {method: threshold_map(m, rule) for method, m in upsampled.items()}
-            # The prior gets the area of the model's own region (its mean map).
-            area = regions[model_methods[-1]].mean() if rule == "mean" else rule
-            regions["gaussian_prior"] = gaussian_prior(mask.shape, float(area))
+            image_scores = _image_scores(upsampled, mask, rule, area_method)
             for method in methods:
-                scores[method].append(jaccard(regions[method], mask))
+                scores[method].append(image_scores[method])
     results = [
         {
             "threshold": rule,

@@ -40,12 +40,8 @@ def _table(header, rows):
     return lines
 
 
-def markdown(report):
-    """The report's tables as Markdown (a string)."""
-    models = report["models"]
-    names = sorted(models, key=lambda name: name != "model")  # the model first
-    lines = ["# Evaluation report", ""]
-    lines += _table(
+def _models_table(models, names):
+    return _table(
         ["", *names],
         [
             ["file", *[f"`{models[n]['source']}`" for n in names]],
@@ -54,67 +50,105 @@ def markdown(report):
             ["input", *["x".join(map(str, models[n].get("input_shape", [])[:2])) for n in names]],
         ],
     )
+
+
+def _classification_section(report, names):
     classification = report.get("classification")
-    if classification:
-        first = classification[names[0]]
-        lines += ["", f"## Classification ({first['count']} images)", ""]
-        lines += _table(
-            ["", *names],
-            [
-                ["top-1 accuracy (%)", *[_percent(classification[n]["accuracy"]) for n in names]],
-                [f"top-{first['top_k']} accuracy (%)",
-                 *[_percent(classification[n]["top_k_accuracy"]) for n in names]],
-            ],
-        )
+    if not classification:
+        return []
+    first = classification[names[0]]
+    return ["", f"## Classification ({first['count']} images)", ""] + _table(
+        ["", *names],
+        [
+            ["top-1 accuracy (%)", *[_percent(classification[n]["accuracy"]) for n in names]],
+            [f"top-{first['top_k']} accuracy (%)",
+             *[_percent(classification[n]["top_k_accuracy"]) for n in names]],
+        ],
+    )
+
+
+def _localization_section(report, names):
     localization = report.get("localization")
-    if localization:
-        methods = list(localization[0]["jaccard"])
-        lines += [
-            "",
-            f"## Localisation: mean Jaccard index over {localization[0]['count']} images",
-            "",
-        ]
-        lines += _table(
-            ["method", *[_rule_name(r["threshold"]) for r in localization]],
-            [[m, *[f"{r['jaccard'][m]:.3f}" for r in localization]] for m in methods],
-        )
+    if not localization:
+        return []
+    methods = list(localization[0]["jaccard"])
+    title = f"## Localisation: mean Jaccard index over {localization[0]['count']} images"
+    return ["", title, ""] + _table(
+        ["method", *[_rule_name(r["threshold"]) for r in localization]],
+        [[m, *[f"{r['jaccard'][m]:.3f}" for r in localization]] for m in methods],
+    )
+
+
+def _robustness_section(report, names):
     robustness = report.get("robustness")
-    if robustness:
-        first = robustness[names[0]]
-        lines += ["", f"## Robustness: accuracy (%) under FGSM, {first['count']} images", ""]
-        rows = [
-            [f"{eps:g}", *[_percent(robustness[n]["accuracy"][i]) for n in names]]
-            for i, eps in enumerate(first["epsilons"])
-        ]
-        rows.append([
-            "mean flip eps",
-            *[
-                "-" if robustness[n]["mean_flip_epsilon"] is None
-                else f"{robustness[n]['mean_flip_epsilon']:.2f}"
-                for n in names
-            ],
-        ])
-        lines += _table(["eps (0..255)", *names], rows)
-        lines += ["", f"![FGSM accuracy]({FGSM_PLOT})"]
+    if not robustness:
+        return []
+    first = robustness[names[0]]
+    rows = [
+        [f"{eps:g}", *[_percent(robustness[n]["accuracy"][i]) for n in names]]
+        for i, eps in enumerate(first["epsilons"])
+    ]
+    flips = [robustness[n]["mean_flip_epsilon"] for n in names]
+    rows.append(["mean flip eps", *["-" if f is None else f"{f:.2f}" for f in flips]])
+    title = f"## Robustness: accuracy (%) under FGSM, {first['count']} images"
+    return (
+        ["", title, ""]
+        + _table(["eps (0..255)", *names], rows)
+        + ["", f"![FGSM accuracy]({FGSM_PLOT})"]
+    )
+
+
+def _transfer_section(report, names):
     transfer = report.get("transfer")
-    if transfer:
-        first = transfer[names[0]]
-        lines += [
-            "",
-            f"## Transfer: linear SVM on {report.get('transfer_dataset', 'the target set')} "
-            f"({first['num_classes']} classes, {first['train_count']} train / "
-            f"{first['test_count']} test images)",
-            "",
-        ]
-        lines += _table(
-            ["", *names],
-            [
-                ["features", *[f"{transfer[n]['features']} ({transfer[n]['feature_dim']})" for n in names]],
-                ["top-1 accuracy (%)", *[_percent(transfer[n]["accuracy"]) for n in names]],
-                ["mean class accuracy (%)",
-                 *[_percent(transfer[n]["mean_class_accuracy"]) for n in names]],
-            ],
-        )
+    if not transfer:
+        return []
+    first = transfer[names[0]]
+    title = (
+        f"## Transfer: linear SVM on {report.get('transfer_dataset', 'the target set')} "
+        f"({first['num_classes']} classes, {first['train_count']} train / "
+        f"{first['test_count']} test images)"
+    )
+    return ["", title, ""] + _table(
+        ["", *names],
+        [
+            ["features", *[f"{transfer[n]['features']} ({transfer[n]['feature_dim']})" for n in names]],
+            ["top-1 accuracy (%)", *[_percent(transfer[n]["accuracy"]) for n in names]],
+            ["mean class accuracy (%)",
+             *[_percent(transfer[n]["mean_class_accuracy"]) for n in names]],
+        ],
+    )
+
+
+def markdown(report):
+    """The report's tables as Markdown.
+
+    Args:
+        report: a dict as `write_report` takes it.
+
+    Returns:
+        A string: a title, the models' table, then one section per
+        evaluation present (classification, localisation, robustness,
+        transfer).
+
+    Example:
+    >>> report = {"models": {"model": {"source": "a.keras", "input_shape": [32, 32, 3]}},
+    ...           "classification": {"model": {"count": 8, "accuracy": 0.5,
+    ...                                        "top_k": 5, "top_k_accuracy": 0.875}}}
+    >>> print(markdown(report).split("## ")[1].strip())
+    Classification (8 images)
+    <BLANKLINE>
+    |  | model |
+    |---|---|
+    | top-1 accuracy (%) | 50.0 |
+    | top-5 accuracy (%) | 87.5 |
+    """
+    models = report["models"]
+    names = sorted(models, key=lambda name: name != "model")  # the model first
+    lines = ["# Evaluation report", ""] + _models_table(models, names)
+    for section in (
+        _classification_section, _localization_section, _robustness_section, _transfer_section
+    ):
+        lines += section(report, names)
     return "\n".join(lines) + "\n"
 
 

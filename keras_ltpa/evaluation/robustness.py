@@ -20,13 +20,19 @@ import numpy as np
 from keras_ltpa.data import images as image_files
 from keras_ltpa.evaluation.gradients import input_gradient
 from keras_ltpa.evaluation.gradients import to_float32
+from keras_ltpa.utils.batches import map_batches
 
 MAX_EPSILON = 255.0
 
 
 def check_epsilons(epsilons):
     """`epsilons` as a sorted list of floats in [0, 255]; a ValueError names
-    a bad one."""
+    a bad one.
+
+    Example:
+    >>> check_epsilons([8, 0, 2, 2])
+    [0.0, 2.0, 8.0]
+    """
     if isinstance(epsilons, (int, float)):
         epsilons = [epsilons]
     values = []
@@ -57,9 +63,11 @@ def _inputs_and_labels(model, images, labels):
         raise ValueError(
             f"{len(images)} images but {len(labels)} labels: give one label per image."
         )
-    size = tuple(model.input_shape[1:3])
-    if None not in size and images.shape[1:3] != size:
-        images = image_files.resize_images(images.astype("uint8"), size)
+    # Images off the model's size are resized as the 8-bit images they
+    # stand for; images at its size are attacked as given.
+    fitted = image_files.fit_to_model_input(images.astype("uint8", copy=False), model)
+    if fitted.shape != images.shape:
+        images = fitted
     return images.astype("float32"), labels
 
 
@@ -78,7 +86,12 @@ def gradient_sign(model, images, labels):
 
 
 def perturb(images, sign, epsilon):
-    """`clip(round(x + eps * sign), 0, 255)` as float32 (whole pixel values)."""
+    """`clip(round(x + eps * sign), 0, 255)` as float32 (whole pixel values).
+
+    Example:
+    >>> perturb(np.array([1.0, 254.0, 100.0]), np.array([-1.0, 1.0, 1.0]), 2.5).tolist()
+    [0.0, 255.0, 102.0]
+    """
     return np.clip(np.round(images + np.float32(epsilon) * sign), 0.0, 255.0).astype("float32")
 
 
@@ -97,16 +110,32 @@ def fgsm_images(model, images, labels, epsilon, batch_size=64):
         uint8 (N, H, W, 3) adversarial images.
 
     Example:
-    >>> adversarial = fgsm_images(model, images, labels, epsilon=4)  # doctest: +SKIP
+    >>> from keras_ltpa import build_model
+    >>> model = build_model(10, width_multiplier=0.0625)
+    >>> images = np.full((2, 32, 32, 3), 128, "uint8")
+    >>> adversarial = fgsm_images(model, images, [0, 1], epsilon=4)
+    >>> adversarial.dtype, int(np.abs(adversarial.astype(int) - 128).max())
+    (dtype('uint8'), 4)
     """
     (epsilon,) = check_epsilons([epsilon])
     inputs, labels = _inputs_and_labels(model, images, labels)
-    batches = []
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        sign = gradient_sign(model, batch, labels[start : start + batch_size])
-        batches.append(perturb(batch, sign, epsilon).astype("uint8"))
-    return np.concatenate(batches)
+
+    def attack(batch, batch_labels):
+        return perturb(batch, gradient_sign(model, batch, batch_labels), epsilon).astype("uint8")
+
+    return map_batches(attack, inputs, labels, batch_size=batch_size)
+
+
+def _predicted(model, images):
+    return to_float32(model(images, training=False)).argmax(-1)
+
+
+def _hits(model, images, labels, epsilons):
+    """Whether each image is classified right: clean (N,), and under FGSM at
+    each epsilon (N, E), all from one gradient."""
+    sign = gradient_sign(model, images, labels)
+    attacked = [_predicted(model, perturb(images, sign, eps)) == labels for eps in epsilons]
+    return _predicted(model, images) == labels, np.stack(attacked, axis=-1)
 
 
 def fgsm_robustness(model, images, labels, epsilons, batch_size=64):
@@ -128,28 +157,24 @@ def fgsm_robustness(model, images, labels, epsilons, batch_size=64):
         epsilon; None when none flips).
 
     Example:
-    >>> result = fgsm_robustness(model, images, labels, [0, 1, 2, 4, 8])  # doctest: +SKIP
-    >>> result["accuracy"]  # doctest: +SKIP
-    [0.81, 0.52, 0.33, 0.17, 0.08]
+    >>> from keras_ltpa import build_model
+    >>> model = build_model(10, width_multiplier=0.0625)
+    >>> images = np.full((3, 32, 32, 3), 128, "uint8")
+    >>> result = fgsm_robustness(model, images, [0, 1, 2], [0, 8])
+    >>> result["count"], result["epsilons"], len(result["accuracy"])
+    (3, [0.0, 8.0], 2)
     """
     epsilons = check_epsilons(epsilons)
     inputs, labels = _inputs_and_labels(model, images, labels)
     if not len(inputs):
         raise ValueError("`images` is empty: no images to attack.")
-    clean_correct = []
-    correct_at = [[] for _ in epsilons]
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        batch_labels = labels[start : start + batch_size]
-        logits = to_float32(model(batch, training=False))
-        clean_correct.append(logits.argmax(-1) == batch_labels)
-        sign = gradient_sign(model, batch, batch_labels)
-        for index, epsilon in enumerate(epsilons):
-            adversarial = perturb(batch, sign, epsilon)
-            logits = to_float32(model(adversarial, training=False))
-            correct_at[index].append(logits.argmax(-1) == batch_labels)
-    clean_correct = np.concatenate(clean_correct)
-    correct_at = np.stack([np.concatenate(c) for c in correct_at])  # (E, N)
+    clean_correct, correct_at = map_batches(
+        lambda batch, batch_labels: _hits(model, batch, batch_labels, epsilons),
+        inputs,
+        labels,
+        batch_size=batch_size,
+    )
+    correct_at = correct_at.T  # (E, N)
     flipped = clean_correct[None, :] & ~correct_at
     ever_flipped = flipped.any(axis=0)
     first_flip = np.asarray(epsilons)[flipped.argmax(axis=0)]
