@@ -1,4 +1,4 @@
-"""Doctest collection over keras_ltpa (the examples in docstrings).
+"""Test-wide settings, and doctest collection over keras_ltpa.
 
 `pytest` collects `tests/` and, with `--doctest-modules`, every module of
 `keras_ltpa`. The examples print backend-neutral values but are checked
@@ -12,6 +12,12 @@ import ast
 import importlib.util
 import os
 import pathlib
+import tempfile
+
+# `--precision auto` caches its measured verdict in the user's cache
+# directory; tests (and the processes they start, which inherit the
+# variable) use a temporary one instead, so they never write the user's.
+os.environ.setdefault("KERAS_LTPA_CACHE_DIR", tempfile.mkdtemp(prefix="keras_ltpa_cache_"))
 
 OPTIONAL_PACKAGES = {"jax", "torch", "keras_hub", "tensorflow_serving", "kagglehub", "huggingface_hub"}
 PACKAGE = pathlib.Path(__file__).parent / "keras_ltpa"
