@@ -50,6 +50,7 @@ _LAZY_FUNCTIONS = {
     "run_training": "train.loop",
     "TrainingConfig": "train.config",
     "choose_precision": "devices.precision",
+    "precision_record": "devices.precision",
 }
 
 # The module paths of 0.1 (`keras_ltpa.training`, `keras_ltpa.export`, ...)
