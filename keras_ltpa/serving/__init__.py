@@ -1,19 +1,24 @@
 """From a trained model to TF Serving: batch-norm folding (`folding`), the
 serving graph with its input checks and limits (`signatures`), the warm-up
-file (`warmup`), the SavedModel export (`export`) and a replay of TF
-Serving's REST contract (`rest`). Never imports `keras_ltpa.train`."""
+file (`warmup`), the SavedModel export (`export`) in its steps (version
+folders and their atomic publishing in `versions`, the metadata file in
+`metadata`, the TensorFlow child process for JAX and PyTorch models in
+`tf_process`) and a replay of TF Serving's REST contract (`rest`). Never
+imports `keras_ltpa.train`."""
 
 from keras_ltpa.serving.export import DEFAULT_MODEL_NAME
-from keras_ltpa.serving.export import METADATA_FILE
-from keras_ltpa.serving.export import METADATA_VERSION
 from keras_ltpa.serving.export import export_saved_model
-from keras_ltpa.serving.export import model_versions
-from keras_ltpa.serving.export import read_metadata
-from keras_ltpa.serving.rest import SERVING_SIGNATURE
+from keras_ltpa.serving.metadata import METADATA_FILE
+from keras_ltpa.serving.metadata import METADATA_VERSION
+from keras_ltpa.serving.metadata import read_metadata
 from keras_ltpa.serving.rest import load_export
 from keras_ltpa.serving.rest import rest_predict
+from keras_ltpa.serving.signatures import BYTES_SIGNATURE
+from keras_ltpa.serving.signatures import SERVING_SIGNATURE
+from keras_ltpa.serving.versions import model_versions
 
 __all__ = [
+    "BYTES_SIGNATURE",
     "DEFAULT_MODEL_NAME",
     "METADATA_FILE",
     "METADATA_VERSION",

@@ -14,7 +14,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-SERVING_SIGNATURE = "serving_default"
+# The signature TF Serving answers when a request names none.
+SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 
 
 class _RestError(Exception):
@@ -279,10 +280,15 @@ def rest_predict(loaded, request_body, signature_name=None):
         The response body as a dict (serialise with `json.dumps`).
 
     Example:
-    >>> body = {"instances": [{"b64": base64.b64encode(png).decode()}],
-    ...         "signature_name": "serve_bytes"}  # doctest: +SKIP
-    >>> rest_predict(loaded, body)["predictions"][0]["class_names"]  # doctest: +SKIP
-    ['cat', 'dog', ...]
+    >>> import tempfile
+    >>> from keras_ltpa import build_model, export_saved_model
+    >>> path = export_saved_model(build_model(10, width_multiplier=0.0625), tempfile.mkdtemp())
+    >>> image = [[[0, 0, 0]] * 32] * 32  # one black 32x32 RGB image
+    >>> answer = rest_predict(path, {"instances": [image, image]})
+    >>> len(answer["predictions"]), len(answer["predictions"][0]["class_names"])
+    (2, 5)
+    >>> rest_predict(path, {"instances": []})
+    {'error': "No values in 'instances' array"}
     """
     if isinstance(loaded, (str, os.PathLike)):
         loaded = load_export(loaded)
@@ -293,6 +299,18 @@ def rest_predict(loaded, request_body, signature_name=None):
 
 
 def _rest_predict(loaded, request_body, signature_name):
+    body = _parse_body(request_body)
+    function = _signature(loaded, body, signature_name)
+    specs = function.structured_input_signature[1]
+    if _is_columnar(body):
+        outputs = _run(function, specs, _inputs_from_columns(body["inputs"], specs))
+        return _columnar_response(outputs)
+    outputs = _run(function, specs, _inputs_from_instances(body["instances"], specs))
+    return _row_response(outputs)
+
+
+def _parse_body(request_body):
+    """The request as a dict, from JSON text, bytes or a decoded dict."""
     if isinstance(request_body, (bytes, bytearray)):
         request_body = request_body.decode("utf-8", errors="replace")
     if isinstance(request_body, str):
@@ -304,36 +322,42 @@ def _rest_predict(loaded, request_body, signature_name):
             raise _RestError(f"JSON Parse error: {error.msg} at offset: {error.pos}") from None
     if not isinstance(request_body, dict):
         raise _RestError(f"JSON Value: {_json_value_text(request_body)} Is not object")
-    name = request_body.get("signature_name", signature_name or SERVING_SIGNATURE)
+    return request_body
+
+
+def _signature(loaded, body, signature_name):
+    """The signature the body names, else `signature_name`, else the default."""
+    name = body.get("signature_name", signature_name or SERVING_SIGNATURE)
     if not isinstance(name, str):
         raise _RestError(
-            f"JSON Value: {_json_value_text(request_body)} not formatted correctly. "
+            f"JSON Value: {_json_value_text(body)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
     if name not in loaded.signatures:
         raise _RestError(f'Serving signature key "{name}" not found.')
-    function = loaded.signatures[name]
-    specs = function.structured_input_signature[1]
+    return loaded.signatures[name]
 
-    has_instances = "instances" in request_body
-    has_inputs = "inputs" in request_body
-    if has_instances and has_inputs:
+
+def _is_columnar(body):
+    """True for `inputs` (columnar), False for a non-empty `instances` list (rows)."""
+    if "instances" in body and "inputs" in body:
         raise _RestError(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' "
             "keys to exist"
         )
-    if has_instances:
-        instances = request_body["instances"]
-        if not isinstance(instances, list):
-            raise _RestError("Excepting 'instances' to be an list/array")
-        if not instances:
-            raise _RestError("No values in 'instances' array")
-        arrays = _inputs_from_instances(instances, specs)
-    elif has_inputs:
-        arrays = _inputs_from_columns(request_body["inputs"], specs)
-    else:
+    if "inputs" in body:
+        return True
+    if "instances" not in body:
         raise _RestError("Missing 'inputs' or 'instances' key")
+    if not isinstance(body["instances"], list):
+        raise _RestError("Excepting 'instances' to be an list/array")
+    if not body["instances"]:
+        raise _RestError("No values in 'instances' array")
+    return False
 
+
+def _run(function, specs, arrays):
+    """The signature's outputs (NumPy, sorted by name); TF errors as TF Serving's."""
     try:
         tensors = {
             key: tf.constant(value, dtype=specs[key].dtype) for key, value in arrays.items()
@@ -341,17 +365,23 @@ def _rest_predict(loaded, request_body, signature_name):
         outputs = function(**tensors)
     except (tf.errors.OpError, TypeError, ValueError) as error:
         raise _RestError(_error_text(error)) from None
-    outputs = {key: value.numpy() for key, value in sorted(outputs.items())}
+    return {key: value.numpy() for key, value in sorted(outputs.items())}
 
-    if has_inputs:
-        if len(outputs) == 1:
-            ((key, value),) = outputs.items()
-            return {"outputs": _to_json(value, key.endswith("_bytes"))}
-        return {
-            "outputs": {
-                key: _to_json(value, key.endswith("_bytes")) for key, value in outputs.items()
-            }
-        }
+
+def _outputs_json(outputs):
+    """Each output as JSON; names ending in `_bytes` as `{"b64": ...}`."""
+    return {key: _to_json(value, key.endswith("_bytes")) for key, value in outputs.items()}
+
+
+def _columnar_response(outputs):
+    """`{"outputs": ...}`: the one output's value, or an object of them."""
+    columns = _outputs_json(outputs)
+    return {"outputs": next(iter(columns.values())) if len(columns) == 1 else columns}
+
+
+def _row_response(outputs):
+    """`{"predictions": [...]}`: one item per example (an object of the
+    outputs when there are several), all outputs batched alike."""
     batch_sizes = {key: value.shape[0] if value.ndim else None for key, value in outputs.items()}
     for key, size in batch_sizes.items():
         if size is None:
@@ -362,7 +392,7 @@ def _rest_predict(loaded, request_body, signature_name):
             raise _RestError(
                 f"Tensor name: {key} has inconsistent batch size: {size} expecting: {first}"
             )
-    columns = {key: _to_json(value, key.endswith("_bytes")) for key, value in outputs.items()}
+    columns = _outputs_json(outputs)
     if len(columns) == 1:
         return {"predictions": next(iter(columns.values()))}
     return {

@@ -29,7 +29,7 @@ from keras_ltpa.data import images
 from keras_ltpa.model import attention_model
 from keras_ltpa.model import describe
 
-SERVING_SIGNATURE = "serving_default"
+SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
 BYTES_SIGNATURE = "serve_bytes"
 # Defaults set at export (`export_saved_model(max_image_pixels=...,
 # max_batch_size=...)`): a 4096 x 4096 photo decodes to 48 MB of uint8 and
@@ -108,6 +108,21 @@ def _declared_size(data):
         tf.io.is_jpeg(data),
         lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
         lambda: _png_size(data[None])[0],
+    )
+
+
+def _truncated_png_check(image_bytes, is_png):
+    """Each PNG is long enough for its header and ends with its IEND chunk."""
+    whole = tf.logical_and(
+        tf.strings.length(image_bytes) >= PNG_HEADER_BYTES,
+        _ends_with(image_bytes, PNG_END),
+    )
+    bad = tf.logical_and(is_png, tf.logical_not(whole))
+    return _require(
+        tf.logical_not(tf.reduce_any(bad)),
+        "`image_bytes` holds a truncated PNG (no complete header, or no IEND "
+        "chunk at its end); entry (0-based):",
+        _first(bad),
     )
 
 
@@ -212,43 +227,25 @@ class ServingGraph:
     def serve_bytes(self, image_bytes):
         """`image_bytes` string (N,): JPEG or PNG files, checked and limited
         from their headers before any pixel is decoded."""
+        checks = _one_after_another(*self._bytes_checks(image_bytes))
+        with tf.control_dependencies(checks):
+            image_bytes = tf.identity(image_bytes)
+        pixels = tf.map_fn(
+            self._decode,
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((self.height, self.width, 3), tf.float32),
+        )
+        return self(pixels)
+
+    def _bytes_checks(self, image_bytes):
+        """The checks of `serve_bytes`, in order: rank, batch, empty entries,
+        format, truncated PNGs, declared sizes (builders, for
+        `_one_after_another`)."""
         rank = _runtime_rank(tf.shape(image_bytes))
-
-        def checked_size():
-            sizes = tf.map_fn(
-                _declared_size, image_bytes, fn_output_signature=tf.TensorSpec((2,), tf.int64)
-            )
-            if self.max_image_pixels is None:
-                return tf.no_op()
-            pixels = sizes[:, 0] * sizes[:, 1]
-            over = pixels > self.max_image_pixels
-            return _require(
-                tf.logical_not(tf.reduce_any(over)),
-                f"`image_bytes` holds an image above the limit of {self.max_image_pixels} "
-                "pixels (height x width, the max_image_pixels set at export); entry "
-                "(0-based), declared height, width:",
-                _first(over),
-                tf.boolean_mask(sizes, over)[:1],
-            )
-
         # Signature-byte comparisons cannot fail: built once, read by the checks.
         is_png = _starts_with(image_bytes, PNG_SIGNATURE)
         is_image = tf.logical_or(is_png, _starts_with(image_bytes, JPEG_SIGNATURE))
-
-        def truncated_png():
-            whole = tf.logical_and(
-                tf.strings.length(image_bytes) >= PNG_HEADER_BYTES,
-                _ends_with(image_bytes, PNG_END),
-            )
-            bad = tf.logical_and(is_png, tf.logical_not(whole))
-            return _require(
-                tf.logical_not(tf.reduce_any(bad)),
-                "`image_bytes` holds a truncated PNG (no complete header, or no IEND "
-                "chunk at its end); entry (0-based):",
-                _first(bad),
-            )
-
-        checks = _one_after_another(
+        return [
             lambda: _require(
                 tf.equal(rank, 1),
                 "`image_bytes` must be a list (N,) of encoded images; received a "
@@ -267,17 +264,27 @@ class ServingGraph:
                 "(0-based) are neither:",
                 tf.where(tf.logical_not(is_image))[:, 0],
             ),
-            truncated_png,
-            checked_size,
+            lambda: _truncated_png_check(image_bytes, is_png),
+            lambda: self._size_check(image_bytes),
+        ]
+
+    def _size_check(self, image_bytes):
+        """Each file's declared height x width is at most `max_image_pixels`."""
+        sizes = tf.map_fn(
+            _declared_size, image_bytes, fn_output_signature=tf.TensorSpec((2,), tf.int64)
         )
-        with tf.control_dependencies(checks):
-            image_bytes = tf.identity(image_bytes)
-        pixels = tf.map_fn(
-            self._decode,
-            image_bytes,
-            fn_output_signature=tf.TensorSpec((self.height, self.width, 3), tf.float32),
+        if self.max_image_pixels is None:
+            return tf.no_op()
+        pixels = sizes[:, 0] * sizes[:, 1]
+        over = pixels > self.max_image_pixels
+        return _require(
+            tf.logical_not(tf.reduce_any(over)),
+            f"`image_bytes` holds an image above the limit of {self.max_image_pixels} "
+            "pixels (height x width, the max_image_pixels set at export); entry "
+            "(0-based), declared height, width:",
+            _first(over),
+            tf.boolean_mask(sizes, over)[:1],
         )
-        return self(pixels)
 
     def limits(self):
         """The limits, as recorded in the export's metadata."""

@@ -1,0 +1,42 @@
+"""The export's metadata file: the current layout, older and newer ones."""
+
+import json
+import os
+
+import pytest
+
+from keras_ltpa.serving import metadata
+
+
+def _write(folder, content):
+    path = folder / metadata.METADATA_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(content))
+
+
+def test_layout_0_1_0_is_read_with_its_missing_entries(tmp_path):
+    _write(tmp_path, {"format": "keras_ltpa SavedModel", "top_k": 5, "fold_max_difference": 1e-6})
+    read = metadata.read_metadata(tmp_path)
+    assert read["metadata_version"] == metadata.METADATA_VERSION
+    assert read["limits"] == {"max_image_pixels": None, "max_batch_size": None}
+    assert read["warmup"] == {"skipped": "exported by keras-ltpa 0.1.0"}
+    assert read["fold_max_relative_difference"] is None and read["top_k"] == 5
+
+
+def test_the_current_layout_is_read_as_written(tmp_path):
+    content = {"metadata_version": metadata.METADATA_VERSION, "limits": {"max_batch_size": 8}}
+    _write(tmp_path, content)
+    assert metadata.read_metadata(str(tmp_path)) == content
+
+
+def test_newer_missing_or_broken_metadata_is_refused_by_path(tmp_path):
+    path = os.path.join(str(tmp_path), metadata.METADATA_FILE)
+    with pytest.raises(ValueError, match="Cannot read the export's metadata") as error:
+        metadata.read_metadata(tmp_path)
+    assert path in str(error.value)
+    _write(tmp_path, {"metadata_version": metadata.METADATA_VERSION + 1})
+    with pytest.raises(ValueError, match="newer than this keras-ltpa reads"):
+        metadata.read_metadata(tmp_path)
+    (tmp_path / metadata.METADATA_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="Cannot read the export's metadata"):
+        metadata.read_metadata(tmp_path)
