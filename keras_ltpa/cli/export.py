@@ -26,6 +26,7 @@ always runs the TensorFlow backend, which SavedModel needs. Then serve it:
 """
 
 import os
+import subprocess
 import sys
 
 from keras_ltpa.cli import common as cli
@@ -75,11 +76,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def keras_backend():
+    """The backend Keras runs (or will run) in this process."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     # SavedModel export runs on TensorFlow, whatever backend trained the
-    # model; set before Keras is first imported.
-    os.environ["KERAS_BACKEND"] = "tensorflow"
+    # model. Importing keras_ltpa has loaded Keras already, so under another
+    # backend the command runs again in a TensorFlow process.
+    if keras_backend() != "tensorflow":
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        command = [sys.executable, "-m", "keras_ltpa.cli.export", *argv]
+        return subprocess.run(command, env=env, check=False).returncode
 
     def work():
         from keras_ltpa.serving.export import export_saved_model
