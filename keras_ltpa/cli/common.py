@@ -1,19 +1,24 @@
-"""The habits shared by the `training/*.py` command-line scripts.
+"""The habits shared by the command-line scripts (`keras_ltpa.cli.*`).
 
 Every script parses with `Parser` (a bad flag is one line on stderr and exit
 code 2), takes its model with `add_model_argument` (a `.keras` file or a
 run directory, loaded by `keras_ltpa.train.runs.load_model`), and runs its work
 through `run_main`, which prints a `ValueError` as `<script>: error:
-<message>` and returns `EXIT_BAD_INPUT`.
+<message>` and returns `EXIT_BAD_INPUT`. Number flags are checked by
+`number_argument` against the same `Range`s the training options declare.
 
-This file sits beside the scripts, not in the package: it imports neither
-keras_ltpa nor Keras, so `--help` and flag errors are instant.
+This module imports nothing heavy (the scripts import their libraries after
+parsing), so `--help` and flag errors cost no more than importing the package.
 """
 
 import argparse
 import json
 import os
 import sys
+
+from keras_ltpa.train.options import NON_NEGATIVE
+from keras_ltpa.train.options import POSITIVE
+from keras_ltpa.train.options import POSITIVE_INT
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -54,34 +59,33 @@ def make_parser(prog, doc):
     )
 
 
-def positive_int(text):
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number_argument(bounds):
+    """An argparse type for numbers within `bounds` (a
+    `keras_ltpa.train.options.Range`): a number outside, or a text that is
+    none, is reported as "expected <what bounds allows>, got <text>".
+
+    Example:
+    >>> number_argument(POSITIVE_INT)("3")
+    3
+    >>> number_argument(POSITIVE_INT)("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive integer, got '0'
+    """
+
+    def parse(text):
+        try:
+            return bounds.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
-def non_negative_float(text):
-    """argparse type: a float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text):
-    """argparse type: a float > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+# argparse types: an int >= 1, a float >= 0, a float > 0.
+positive_int = number_argument(POSITIVE_INT)
+non_negative_float = number_argument(NON_NEGATIVE)
+positive_float = number_argument(POSITIVE)
 
 
 def class_names_argument(value):

@@ -12,34 +12,29 @@ only the chief process does.
 
 `--batch-size` is per replica (device): a step takes `batch_size * replicas`
 examples, the global batch. With `--lr-scaling` the learning rate is
-multiplied by the number of replicas (the linear scaling rule).
+multiplied by the number of replicas (the linear scaling rule). The process
+group of a multi-process run (`ProcessGroup`, `process_group_settings`,
+`initialize_processes`) is read in `keras_ltpa.train.processes`.
 """
 
 import contextlib
-import dataclasses
 import json
 import os
 
 import keras
 import numpy as np
 
+# The process group lives in its own module; its names stay importable here.
+from keras_ltpa.train.processes import CLUSTER_MANAGERS  # noqa: F401
+from keras_ltpa.train.processes import COORDINATOR_ADDRESS_ENV  # noqa: F401
+from keras_ltpa.train.processes import NUM_PROCESSES_ENV  # noqa: F401
+from keras_ltpa.train.processes import PROCESS_ID_ENV  # noqa: F401
+from keras_ltpa.train.processes import ProcessGroup  # noqa: F401
+from keras_ltpa.train.processes import initialize_processes
+from keras_ltpa.train.processes import process_group_settings
 from keras_ltpa.utils.checks import check_choice
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-
-# Multi-process settings are read from these environment variables when no
-# flag gives them (first found wins): JAX's own, then Keras' (see
-# `keras.distribution.initialize`). JAX itself also recognises SLURM (srun),
-# Open MPI (mpirun) and Kubernetes launches when a setting is left unset.
-COORDINATOR_ADDRESS_ENV = ("JAX_COORDINATOR_ADDRESS", "KERAS_DISTRIBUTION_JOB_ADDRESSES")
-NUM_PROCESSES_ENV = ("JAX_NUM_PROCESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES")
-PROCESS_ID_ENV = ("JAX_PROCESS_ID", "KERAS_DISTRIBUTION_PROCESS_ID")
-# Cluster managers: (name, number of processes, this process' id, a variable
-# present only in a launched step).
-CLUSTER_MANAGERS = (
-    ("SLURM", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NODELIST"),
-    ("Open MPI", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-)
 
 TF_MULTI_WORKER_MESSAGE = (
     "Training on several machines is not available with the TensorFlow "
@@ -50,144 +45,6 @@ TF_MULTI_WORKER_MESSAGE = (
     "--num-processes N --process-id I ... (README, section 'Distributed "
     "training'). For several GPUs in one machine use --strategy mirrored."
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessGroup:
-    """The processes (usually one per machine) that train one model together.
-
-    Attributes:
-        coordinator_address: `"host:port"` of process 0's coordination
-            service, or None to let `jax.distributed` find it (SLURM, Open MPI).
-        num_processes: number of processes, > 1.
-        process_id: this process' rank in `[0, num_processes)`; 0 is the chief.
-        source: where the settings came from (for the run's config.json).
-    """
-
-    coordinator_address: str | None
-    num_processes: int
-    process_id: int
-    source: str
-
-
-def _first_env(environ, names):
-    for name in names:
-        value = environ.get(name)
-        if value not in (None, ""):
-            return value, name
-    return None, None
-
-
-def _as_int(value, what, where):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer; received {value!r} ({where}).")
-
-
-def process_group_settings(
-    coordinator_address=None, num_processes=None, process_id=None, environ=None
-):
-    """The multi-process settings of this run, or None for one process.
-
-    Each setting comes from its argument (the `--coordinator-address`,
-    `--num-processes`, `--process-id` flags) when given, else from the
-    environment: `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
-    `JAX_PROCESS_ID`, then Keras' `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
-    `KERAS_DISTRIBUTION_NUM_PROCESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`, then
-    a SLURM step (`SLURM_NTASKS`, `SLURM_PROCID`) or an Open MPI launch
-    (`OMPI_COMM_WORLD_SIZE`, `OMPI_COMM_WORLD_RANK`), whose coordinator
-    address `jax.distributed` works out itself.
-
-    Args:
-        coordinator_address: `"host:port"` of process 0 (any free port there).
-        num_processes: the number of processes.
-        process_id: this process' id, 0 .. num_processes - 1.
-        environ: the environment (default `os.environ`).
-
-    Returns:
-        A `ProcessGroup`, or None when there is one process.
-
-    Raises:
-        ValueError naming the missing or bad setting.
-
-    Example:
-    >>> process_group_settings("10.0.0.1:8476", 2, 1)
-    ProcessGroup(coordinator_address='10.0.0.1:8476', num_processes=2, process_id=1, source='flags')
-    """
-    environ = os.environ if environ is None else environ
-    sources = set()
-    if coordinator_address is not None or num_processes is not None or process_id is not None:
-        sources.add("flags")
-    if coordinator_address is None:
-        coordinator_address, name = _first_env(environ, COORDINATOR_ADDRESS_ENV)
-        if name:
-            sources.add(name)
-            # Keras' variable lists every job; the first is the coordinator.
-            coordinator_address = coordinator_address.split(",")[0].strip()
-    manager = None
-    for candidate in CLUSTER_MANAGERS:
-        if candidate[3] in environ and candidate[1] in environ:
-            manager = candidate
-            break
-    if num_processes is None:
-        num_processes, name = _first_env(environ, NUM_PROCESSES_ENV)
-        if name is None and manager is not None:
-            num_processes, name = environ[manager[1]], manager[1]
-        if name:
-            sources.add(name)
-            num_processes = _as_int(num_processes, "The number of processes", name)
-    if process_id is None:
-        process_id, name = _first_env(environ, PROCESS_ID_ENV)
-        if name is None and manager is not None and manager[2] in environ:
-            process_id, name = environ[manager[2]], manager[2]
-        if name:
-            sources.add(name)
-            process_id = _as_int(process_id, "The process id", name)
-
-    if num_processes is None or num_processes == 1:
-        if num_processes is None and (coordinator_address is not None or process_id is not None):
-            raise ValueError(
-                "A coordinator address or process id was given without the "
-                "number of processes: give --num-processes (or JAX_NUM_PROCESSES)."
-            )
-        if process_id not in (None, 0):
-            raise ValueError(
-                f"`process_id` must be 0 with one process; received {process_id!r}."
-            )
-        return None
-    if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
-        raise ValueError(
-            f"`num_processes` must be a positive integer; received {num_processes!r}."
-        )
-    if process_id is None:
-        raise ValueError(
-            f"{num_processes} processes but no process id: give each process "
-            "--process-id 0 .. N-1 (or JAX_PROCESS_ID); 0 is the chief."
-        )
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-        raise ValueError(
-            f"`process_id` must be in [0, {num_processes - 1}] for "
-            f"{num_processes} processes; received {process_id!r}."
-        )
-    if coordinator_address is None and manager is None:
-        raise ValueError(
-            f"{num_processes} processes but no coordinator address: give "
-            "--coordinator-address HOST:PORT (process 0's host, a free port; "
-            "or JAX_COORDINATOR_ADDRESS), the same on every process."
-        )
-    if coordinator_address is not None:
-        host, _, port = str(coordinator_address).rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(
-                "`coordinator_address` must be HOST:PORT (e.g. 10.0.0.1:8476); "
-                f"received {coordinator_address!r}."
-            )
-    if manager is not None and not sources - {manager[1], manager[2]}:
-        source = manager[0]
-    else:
-        source = ", ".join(sorted(sources))
-    return ProcessGroup(coordinator_address, num_processes, process_id, source)
 
 
 class TrainingDistribution:
@@ -280,13 +137,8 @@ class TrainingDistribution:
 
 
 def resolve_distribution(
-    strategy="auto",
-    *,
-    coordinator_address=None,
-    num_processes=None,
-    process_id=None,
-    backend=None,
-    environ=None,
+    strategy="auto", *, coordinator_address=None, num_processes=None, process_id=None,
+    backend=None, environ=None,
 ):
     """Chooses the engine for `--strategy` on the current backend.
 
@@ -316,9 +168,12 @@ def resolve_distribution(
             process settings.
 
     Example:
-    >>> distribution = resolve_distribution("auto")
+    >>> from keras_ltpa import build_model
+    >>> distribution = resolve_distribution("one_device")
     >>> with distribution.scope():
     ...     model = build_model(10, width_multiplier=0.0625)
+    >>> distribution.num_replicas, distribution.global_batch_size(128)
+    (1, 128)
     """
     check_choice("strategy", strategy, STRATEGIES)
     backend = backend or keras.backend.backend()
@@ -403,25 +258,6 @@ def _jax_distribution(strategy, group):
         num_replicas=len(devices),
         keras_distribution=data_parallel,
         process_group=group,
-    )
-
-
-def initialize_processes(group):
-    """Joins this process to `group` with `jax.distributed.initialize`.
-
-    Must run before any JAX computation of the process. On CPUs the
-    cross-process collectives go through gloo (TCP); GPUs use NCCL.
-    A second call in the same process is a no-op.
-    """
-    import jax
-
-    if jax.distributed.is_initialized():
-        return
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=group.coordinator_address,
-        num_processes=group.num_processes,
-        process_id=group.process_id,
     )
 
 

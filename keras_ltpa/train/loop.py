@@ -26,12 +26,11 @@ from keras_ltpa.model import build_model
 from keras_ltpa.serving import export
 from keras_ltpa.train import callbacks as ltpa_callbacks
 from keras_ltpa.train import runs
-from keras_ltpa.train.config import PIXEL_STATS  # noqa: F401
-from keras_ltpa.train.config import TrainingConfig  # noqa: F401
+from keras_ltpa.train.config import TrainingConfig
 from keras_ltpa.train.distribution import check_jit_compile
 from keras_ltpa.train.distribution import resolve_distribution
 from keras_ltpa.train.distribution import scaled_learning_rate
-from keras_ltpa.train.losses import compile_model  # noqa: F401  (re-exported)
+from keras_ltpa.train.losses import compile_model
 from keras_ltpa.train.optimizers import make_optimizer
 from keras_ltpa.utils.files import write_json
 
@@ -97,6 +96,12 @@ def run_training(config):
     Raises:
         SetupError (bad settings) or `keras_ltpa.data.DataError` (bad data),
         both ValueErrors, before anything is written.
+
+    Example:
+    >>> result = run_training(TrainingConfig(  # doctest: +SKIP
+    ...     data_dir="../shared/data/cifar10", width_multiplier=0.25, epochs=3,
+    ...     output_dir="runs/w025"))
+    >>> result["metrics"]["accuracy"], result["export_path"]  # doctest: +SKIP
     """
     start = time.time()
     try:
@@ -111,6 +116,38 @@ def run_training(config):
 class SetupError(ValueError):
     """A bad setting or bad data found before training starts (nothing has
     been written to the run directory then)."""
+
+
+@dataclasses.dataclass
+class _Data:
+    """The checked input of a run: pipelines, classes, pixel statistics."""
+
+    train: object  # tf.data.Dataset of (images, labels) batches
+    test: object
+    class_names: list
+    steps_per_epoch: int
+    global_batch_size: int
+    pixel_mean: tuple
+    pixel_std: tuple
+    pixel_source: str
+
+
+@dataclasses.dataclass
+class _Setup:
+    """A run read and checked by `_set_up`, ready for `_train`."""
+
+    config: TrainingConfig
+    distribution: object  # a `TrainingDistribution`
+    precision: str
+    data: _Data
+    settings: dict  # what config.json records
+    model: object = None
+    overlay_images: object = None
+    overlay_labels: object = None
+
+    @property
+    def run_dir(self):
+        return os.fspath(self.config.output_dir)
 
 
 def _set_up(config):
@@ -130,7 +167,24 @@ def _set_up(config):
     seed = distribution.shared_seed(seed)
     keras.utils.set_random_seed(seed)
 
-    # Data: everything is read and checked before the run directory is touched.
+    # Everything is read and checked before the run directory is touched.
+    data = _load_data(config, distribution, seed)
+    settings = _run_settings(config, data, distribution, precision, seed)
+    runs.check_resume(os.fspath(config.output_dir), settings)
+    setup = _Setup(config, distribution, precision, data, settings)
+    with distribution.scope():
+        setup.model = _build_model(setup, jit_compile)
+    # The attention grid runs the model on the chief alone, which a
+    # multi-process model (its weights live on every process) cannot do.
+    if config.tensorboard and config.overlay_images and distribution.num_processes == 1:
+        setup.overlay_images, setup.overlay_labels = _fixed_batch(
+            data.test, config.overlay_images
+        )
+    return setup
+
+
+def _load_data(config, distribution, seed):
+    """The training and test pipelines, the classes and the pixel statistics."""
     source = dict(
         dataset=config.dataset,
         data_dir=config.data_dir,
@@ -140,28 +194,25 @@ def _set_up(config):
         # Replicas need equal shares of every batch.
         drop_remainder=distribution.num_replicas > 1,
     )
-    augment = ltpa_data.parse_augment(config.augment, training=True)
-    label_mode = (
-        "categorical"
-        if any(name in ltpa_data.BATCH_AUGMENTATIONS for name in augment)
-        else "int"
-    )
     train, class_names = ltpa_data.load_dataset(
         "train",
         training=True,
-        augment=augment,
+        augment=config.augmentations,
         cache=config.cache,
         limit=config.limit,
         seed=seed,
-        label_mode=label_mode,
+        label_mode=config.label_mode,
         **source,
     )
     pixel_mean, pixel_std, pixel_source = _pixel_statistics(config, class_names, source)
     test, _ = ltpa_data.load_dataset(
-        "test", cache=config.cache, limit=config.test_limit, label_mode=label_mode, **source
+        "test",
+        cache=config.cache,
+        limit=config.test_limit,
+        label_mode=config.label_mode,
+        **source,
     )
-    batches = ltpa_data.dataset_size(train)
-    steps_per_epoch = config.steps_per_epoch or batches
+    steps_per_epoch = config.steps_per_epoch or ltpa_data.dataset_size(train)
     if steps_per_epoch is None:
         raise ValueError(
             "The number of training batches is unknown; give --steps-per-epoch."
@@ -174,151 +225,87 @@ def _set_up(config):
             f"{source['batch_size']} ({config.batch_size} per replica x "
             f"{distribution.num_replicas} replicas); lower --batch-size."
         )
+    return _Data(
+        train, test, class_names, steps_per_epoch, source["batch_size"],
+        pixel_mean, pixel_std, pixel_source,
+    )
 
-    run_dir = os.fspath(config.output_dir)
+
+def _run_settings(config, data, distribution, precision, seed):
+    """The run's config.json: every option, and what was resolved from them."""
     settings = dataclasses.asdict(config)
     settings.update(
         seed=seed,
-        class_names=class_names,
+        class_names=data.class_names,
         precision_policy=precision,
         backend=keras.backend.backend(),
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=data.steps_per_epoch,
         distribution=distribution.describe(),
-        global_batch_size=source["batch_size"],
-        pixel_mean=list(pixel_mean),
-        pixel_std=list(pixel_std),
-        pixel_stats_source=pixel_source,
+        global_batch_size=data.global_batch_size,
+        pixel_mean=list(data.pixel_mean),
+        pixel_std=list(data.pixel_std),
+        pixel_stats_source=data.pixel_source,
         cpu_kernels=cpu_defaults.describe(),
         learning_rate_used=scaled_learning_rate(
             config.learning_rate, distribution, config.lr_scaling
         ),
     )
-    runs.check_resume(run_dir, settings)
+    return settings
 
-    with distribution.scope():
-        model = build_model(
-            len(class_names),
-            input_shape=(config.image_size, config.image_size, 3),
-            variant=config.variant,
-            width_multiplier=config.width_multiplier,
-            dropout=config.dropout,
-            pixel_mean=pixel_mean,
-            pixel_std=pixel_std,
-            class_names=class_names,
-        )
-        optimizer = make_optimizer(
-            steps_per_epoch,
-            learning_rate=settings["learning_rate_used"],
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            weight_decay_mode=config.weight_decay_mode,
-            decay_epochs=config.lr_decay_epochs,
-            decay_factor=config.lr_decay_factor,
-            schedule=config.lr_schedule,
-            epochs=config.epochs,
-            warmup_epochs=config.warmup_epochs,
-        )
-        compile_model(
-            model,
-            optimizer,
-            label_mode=label_mode,
-            jit_compile=jit_compile,
-            label_smoothing=config.label_smoothing,
-        )
 
-    overlay_images = overlay_labels = None
-    # The attention grid runs the model on the chief alone, which a
-    # multi-process model (its weights live on every process) cannot do.
-    if config.tensorboard and config.overlay_images and distribution.num_processes == 1:
-        overlay_images, overlay_labels = _fixed_batch(test, config.overlay_images)
-    return dict(
-        config=config,
-        settings=settings,
-        run_dir=run_dir,
-        model=model,
-        train=train,
-        test=test,
-        class_names=class_names,
-        precision=precision,
-        overlay_images=overlay_images,
-        overlay_labels=overlay_labels,
-        distribution=distribution,
+def _build_model(setup, jit_compile):
+    """The compiled model of the run (call inside the distribution's scope)."""
+    config, data = setup.config, setup.data
+    model = build_model(
+        len(data.class_names),
+        input_shape=(config.image_size, config.image_size, 3),
+        variant=config.variant,
+        width_multiplier=config.width_multiplier,
+        dropout=config.dropout,
+        pixel_mean=data.pixel_mean,
+        pixel_std=data.pixel_std,
+        class_names=data.class_names,
     )
+    optimizer = make_optimizer(
+        data.steps_per_epoch,
+        learning_rate=setup.settings["learning_rate_used"],
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        weight_decay_mode=config.weight_decay_mode,
+        decay_epochs=config.lr_decay_epochs,
+        decay_factor=config.lr_decay_factor,
+        schedule=config.lr_schedule,
+        epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+    )
+    compile_model(
+        model,
+        optimizer,
+        label_mode=config.label_mode,
+        jit_compile=jit_compile,
+        label_smoothing=config.label_smoothing,
+    )
+    return model
 
 
 def _train(setup, start):
     """Trains, evaluates, saves and exports a run prepared by `_set_up`."""
-    config, run_dir, model = setup["config"], setup["run_dir"], setup["model"]
-    train, test, class_names = setup["train"], setup["test"], setup["class_names"]
-    precision, distribution = setup["precision"], setup["distribution"]
+    distribution, run_dir = setup.distribution, setup.run_dir
     if distribution.is_chief:  # Only the chief process writes the run directory.
         os.makedirs(run_dir, exist_ok=True)
         runs.remove_temporaries(run_dir)
-        write_json(os.path.join(run_dir, runs.CONFIG_FILE), setup["settings"])
-    callbacks = ltpa_callbacks.make_callbacks(
-        run_dir,
-        epochs=config.epochs,
-        overlay_images=setup["overlay_images"],
-        overlay_labels=setup["overlay_labels"],
-        class_names=class_names,
-        save_freq=config.save_freq,
-        tensorboard=config.tensorboard,
-        progress_bar=config.verbose != 0,
-    )
-    callbacks = ltpa_callbacks.distributed_callbacks(callbacks, run_dir, distribution, config.save_freq)
-    with distribution.scope():
-        history = model.fit(
-            train,
-            validation_data=test,
-            epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=config.verbose if distribution.is_chief else 0,
-            shuffle=False,  # The pipeline shuffles.
-        )
-    if model.stop_training and any(
-        not np.isfinite(v) for v in history.history.get("loss", [])[-1:]
-    ):
-        raise FloatingPointError(
-            "Training stopped: the loss became NaN/inf (TerminateOnNaN). Try a "
-            "lower --learning-rate or --precision float32."
-        )
-
-    with distribution.scope():
-        metrics = model.evaluate(test, return_dict=True, verbose=0)
-    metrics = {key: float(value) for key, value in metrics.items()}
-    metrics.update(
-        epochs=len(runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))),
-        test_examples=int(
-            sum(int(np.shape(labels)[0]) for _, labels in test)
-        ),
-        class_names=class_names,
-        variant=config.variant,
-        width_multiplier=config.width_multiplier,
-        precision=precision,
-        backend=keras.backend.backend(),
-    )
+        write_json(os.path.join(run_dir, runs.CONFIG_FILE), setup.settings)
+    history = _fit(setup)
+    metrics = _evaluate(setup)
     epochs_trained = len(history.history.get("loss", []))
     model_path = export_path = None
     if distribution.is_chief:  # The other processes of a group write nothing.
-        model_path = runs.save_model(model, os.path.join(run_dir, runs.FINAL_MODEL_FILE))
+        model_path = runs.save_model(
+            setup.model, os.path.join(run_dir, runs.FINAL_MODEL_FILE)
+        )
         write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    if distribution.is_chief and config.export:
-        export_root = config.export_dir or os.path.join(run_dir, runs.EXPORT_DIR)
-        existing = _latest_export(export_root, config.export_name)
-        if epochs_trained == 0 and existing is not None:
-            export_path = existing  # Nothing new since the last export.
-        else:
-            # A distributed model is exported from its file, on one device.
-            in_memory = keras.backend.backend() == "tensorflow" and (
-                distribution.tf_strategy is None
-            )
-            export_path = export.export_saved_model(
-                model if in_memory else model_path,
-                export_root,
-                name=config.export_name,
-                class_names=class_names,
-            )
+        if setup.config.export:
+            export_path = _export(setup, model_path, epochs_trained)
     return {
         "run_dir": run_dir,
         "metrics": metrics,
@@ -326,8 +313,83 @@ def _train(setup, start):
         "export_path": export_path,
         "epochs_trained": epochs_trained,
         "wall_time_s": time.time() - start,
-        "model": model,
+        "model": setup.model,
     }
+
+
+def _fit(setup):
+    """`model.fit` with the run's callbacks; FloatingPointError when the
+    loss turned NaN/inf."""
+    config, distribution, run_dir = setup.config, setup.distribution, setup.run_dir
+    callbacks = ltpa_callbacks.make_callbacks(
+        run_dir,
+        epochs=config.epochs,
+        overlay_images=setup.overlay_images,
+        overlay_labels=setup.overlay_labels,
+        class_names=setup.data.class_names,
+        save_freq=config.save_freq,
+        tensorboard=config.tensorboard,
+        progress_bar=config.verbose != 0,
+    )
+    callbacks = ltpa_callbacks.distributed_callbacks(
+        callbacks, run_dir, distribution, config.save_freq
+    )
+    with distribution.scope():
+        history = setup.model.fit(
+            setup.data.train,
+            validation_data=setup.data.test,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose if distribution.is_chief else 0,
+            shuffle=False,  # The pipeline shuffles.
+        )
+    if setup.model.stop_training and any(
+        not np.isfinite(v) for v in history.history.get("loss", [])[-1:]
+    ):
+        raise FloatingPointError(
+            "Training stopped: the loss became NaN/inf (TerminateOnNaN). Try a "
+            "lower --learning-rate or --precision float32."
+        )
+    return history
+
+
+def _evaluate(setup):
+    """Test loss and accuracy, with what metrics.json records beside them."""
+    config = setup.config
+    with setup.distribution.scope():
+        metrics = setup.model.evaluate(setup.data.test, return_dict=True, verbose=0)
+    metrics = {key: float(value) for key, value in metrics.items()}
+    metrics.update(
+        epochs=len(runs.read_history(os.path.join(setup.run_dir, runs.HISTORY_FILE))),
+        test_examples=int(sum(int(np.shape(labels)[0]) for _, labels in setup.data.test)),
+        class_names=setup.data.class_names,
+        variant=config.variant,
+        width_multiplier=config.width_multiplier,
+        precision=setup.precision,
+        backend=keras.backend.backend(),
+    )
+    return metrics
+
+
+def _export(setup, model_path, epochs_trained):
+    """The TF Serving export of the run: a new version, or the latest one
+    when this call trained nothing."""
+    config = setup.config
+    export_root = config.export_dir or os.path.join(setup.run_dir, runs.EXPORT_DIR)
+    existing = _latest_export(export_root, config.export_name)
+    if epochs_trained == 0 and existing is not None:
+        return existing  # Nothing new since the last export.
+    # A distributed model is exported from its file, on one device.
+    in_memory = keras.backend.backend() == "tensorflow" and (
+        setup.distribution.tf_strategy is None
+    )
+    return export.export_saved_model(
+        setup.model if in_memory else model_path,
+        export_root,
+        name=config.export_name,
+        class_names=setup.data.class_names,
+    )
 
 
 def _latest_export(export_root, name):

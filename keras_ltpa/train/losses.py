@@ -27,7 +27,7 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
     Example:
     >>> loss = SparseCrossentropyWithSmoothing(label_smoothing=0.1)
-    >>> round(float(loss([0], [[0.0, 0.0]])), 4)
+    >>> round(float(loss(ops.array([0]), ops.array([[0.0, 0.0]]))), 4)
     0.6931
     """
 

@@ -145,7 +145,7 @@ def learning_rate_schedule(
 
     Example:
     >>> schedule = learning_rate_schedule(steps_per_epoch=391)
-    >>> float(schedule(25 * 391))
+    >>> round(float(schedule(25 * 391)), 6)
     0.05
     >>> cosine = learning_rate_schedule(10, 0.1, schedule="cosine", epochs=20, warmup_epochs=2)
     >>> round(float(cosine(20)), 6), round(float(cosine(110)), 6)
@@ -157,22 +157,7 @@ def learning_rate_schedule(
         )
     check_choice("schedule", schedule, LR_SCHEDULES)
     if schedule == "cosine":
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(
-                f"The cosine schedule needs `epochs`, a positive int; received {epochs!r}."
-            )
-        if not 0 <= warmup_epochs < epochs:
-            raise ValueError(
-                f"`warmup_epochs` must be >= 0 and < epochs ({epochs}); "
-                f"received {warmup_epochs!r}."
-            )
-        warmup_steps = int(warmup_epochs * steps_per_epoch)
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else float(learning_rate),
-            decay_steps=epochs * steps_per_epoch - warmup_steps,
-            warmup_target=float(learning_rate) if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
+        return _cosine_schedule(steps_per_epoch, learning_rate, epochs, warmup_epochs)
     if not decay_epochs or decay_factor == 1.0:
         return float(learning_rate)
     return keras.optimizers.schedules.ExponentialDecay(
@@ -180,6 +165,32 @@ def learning_rate_schedule(
         decay_steps=int(decay_epochs) * steps_per_epoch,
         decay_rate=float(decay_factor),
         staircase=True,
+    )
+
+
+def check_warmup(epochs, warmup_epochs):
+    """Raises ValueError unless the cosine schedule can run: `epochs` a
+    positive int and `0 <= warmup_epochs < epochs`."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(
+            f"The cosine schedule needs `epochs`, a positive int; received {epochs!r}."
+        )
+    if not 0 <= warmup_epochs < epochs:
+        raise ValueError(
+            f"`warmup_epochs` must be >= 0 and < epochs ({epochs}); "
+            f"received {warmup_epochs!r}."
+        )
+
+
+def _cosine_schedule(steps_per_epoch, learning_rate, epochs, warmup_epochs):
+    """A linear warm-up over `warmup_epochs`, then a cosine to 0 at `epochs`."""
+    check_warmup(epochs, warmup_epochs)
+    warmup_steps = int(warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else float(learning_rate),
+        decay_steps=epochs * steps_per_epoch - warmup_steps,
+        warmup_target=float(learning_rate) if warmup_steps else None,
+        warmup_steps=warmup_steps,
     )
 
 

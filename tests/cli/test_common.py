@@ -1,31 +1,126 @@
-"""training/cli_common.py, the scripts' shared habits, and fit.py's flags
-kept equal to `TrainingConfig`."""
+"""The scripts' shared habits (keras_ltpa/cli/common.py), and fit.py's
+parser built from `TrainingConfig`'s declared fields."""
 
 import argparse
 import dataclasses
 import importlib
 import json
+import re
 
 import pytest
 
 from keras_ltpa import train as training
 from keras_ltpa.devices import precision as devices
+from keras_ltpa.train import config as train_config
 from keras_ltpa.train import distribution
 from keras_ltpa.train import optimizers
+from keras_ltpa.train import options
 from tests.conftest import run_fit
 
 cli = importlib.import_module("keras_ltpa.cli.common")
 
+# Every flag fit.py had before its parser was built from the fields, with
+# the field it sets and its --help group: the spellings users type.
+FIT_FLAGS = {
+    "--dataset": ("dataset", "data"),
+    "--data-dir": ("data_dir", "data"),
+    "--tfds-data-dir": ("tfds_data_dir", "data"),
+    "--image-size": ("image_size", "data"),
+    "--augment": ("augment", "data"),
+    "--pixel-stats": ("pixel_stats", "data"),
+    "--cache": ("cache", "data"),
+    "--limit": ("limit", "data"),
+    "--test-limit": ("test_limit", "data"),
+    "--variant": ("variant", "model"),
+    "--width": ("width_multiplier", "model"),
+    "--dropout": ("dropout", "model"),
+    "--epochs": ("epochs", "optimisation"),
+    "--batch-size": ("batch_size", "optimisation"),
+    "--learning-rate": ("learning_rate", "optimisation"),
+    "--momentum": ("momentum", "optimisation"),
+    "--weight-decay": ("weight_decay", "optimisation"),
+    "--weight-decay-mode": ("weight_decay_mode", "optimisation"),
+    "--lr-decay-epochs": ("lr_decay_epochs", "optimisation"),
+    "--lr-decay-factor": ("lr_decay_factor", "optimisation"),
+    "--recipe": ("recipe", "optimisation"),
+    "--lr-schedule": ("lr_schedule", "optimisation"),
+    "--warmup-epochs": ("warmup_epochs", "optimisation"),
+    "--label-smoothing": ("label_smoothing", "optimisation"),
+    "--steps-per-epoch": ("steps_per_epoch", "optimisation"),
+    "--precision": ("precision", "optimisation"),
+    "--jit-compile": ("jit_compile", "optimisation"),
+    "--seed": ("seed", "optimisation"),
+    "--strategy": ("strategy", "distribution"),
+    "--lr-scaling": ("lr_scaling", "distribution"),
+    "--coordinator-address": ("coordinator_address", "distribution"),
+    "--num-processes": ("num_processes", "distribution"),
+    "--process-id": ("process_id", "distribution"),
+    "--output-dir": ("output_dir", "output"),
+    "--save-freq": ("save_freq", "output"),
+    "--no-tensorboard": ("tensorboard", "output"),
+    "--overlay-images": ("overlay_images", "output"),
+    "--no-export": ("export", "output"),
+    "--export-dir": ("export_dir", "output"),
+    "--export-name": ("export_name", "output"),
+    "--verbose": ("verbose", "output"),
+}
 
-def test_fit_flags_and_training_config_agree():
-    """Every TrainingConfig field is a fit.py flag with the same default,
-    and the flags' choices are the library's."""
+
+def _fit_actions():
+    """{flag: (action, group title)} of fit.py's parser, --help aside."""
     parser = run_fit.build_parser()
-    parsed = vars(parser.parse_args([]))
-    defaults = {f.name: f.default for f in dataclasses.fields(training.TrainingConfig)}
-    assert set(parsed) == set(defaults)
-    assert parsed == defaults
-    choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
+    found = {}
+    for group in parser._action_groups:
+        for action in group._group_actions:
+            if action.dest != "help":
+                found[action.option_strings[0]] = (action, group.title)
+    return parser, found
+
+
+def test_fit_flags_keep_their_spelling_field_and_group():
+    parser, found = _fit_actions()
+    assert {flag: (action.dest, group) for flag, (action, group) in found.items()} == FIT_FLAGS
+    assert [group.title for group in parser._action_groups][2:] == list(
+        train_config.OPTION_GROUPS
+    )
+    # The data source: one of --dataset and --data-dir.
+    (source,) = parser._mutually_exclusive_groups
+    assert [action.dest for action in source._group_actions] == ["dataset", "data_dir"]
+
+
+def test_fit_parser_is_the_declared_fields():
+    """Each flag carries its field's spelling, help, default, choices and
+    range; parsing no flags gives the dataclass defaults."""
+    _, found = _fit_actions()
+    by_dest = {action.dest: (flag, action, group) for flag, (action, group) in found.items()}
+    fields = options.declared_fields(training.TrainingConfig)
+    assert [field.name for field in fields] == [
+        field.name for field in dataclasses.fields(training.TrainingConfig)
+    ]
+    for field in fields:
+        flag, action, group = by_dest[field.name]
+        assert flag == options.flag_of(field)
+        assert group == field.metadata["group"]
+        assert action.help == field.metadata["help"]
+        assert action.default == field.default
+        choices = field.metadata["choices"]
+        assert (tuple(action.choices) if action.choices else None) == choices
+        bounds = field.metadata["bounds"]
+        if bounds is not None:
+            # The flag refuses what the field's range refuses, at both ends.
+            outside = [bounds.low if bounds.low_open else bounds.low - 1]
+            if bounds.high is not None:
+                outside.append(bounds.high if bounds.high_open else bounds.high + 1)
+            for value in outside:
+                with pytest.raises(argparse.ArgumentTypeError, match=re.escape(bounds.describe())):
+                    action.type(str(value))
+    parsed = vars(run_fit.build_parser().parse_args([]))
+    assert parsed == {f.name: f.default for f in dataclasses.fields(training.TrainingConfig)}
+
+
+def test_fit_choices_are_the_library_s():
+    _, found = _fit_actions()
+    choices = {action.dest: tuple(action.choices) for action, _ in found.values() if action.choices}
     assert choices["precision"] == devices.PRECISIONS
     assert choices["jit_compile"] == devices.JIT_COMPILE
     assert choices["weight_decay_mode"] == optimizers.WEIGHT_DECAY_MODES

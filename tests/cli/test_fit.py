@@ -1,5 +1,6 @@
 """training/fit.py end to end: flags, errors, a tfds run, resume after SIGKILL."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -50,6 +51,24 @@ def test_help_explains_every_flag_in_groups():
     for flag in ("--data-dir", "--variant", "--precision", "--jit-compile", "--output-dir"):
         assert flag in text
     assert "(default: 300)" in text and "(default: att3-concat-pc)" in text
+
+
+def test_the_parser_loads_no_tensorflow_nor_the_training_loop():
+    """`fit.py --help` costs importing Keras and nothing more: the config
+    and the parser load neither the data pipeline (TensorFlow) nor the loop."""
+    backend = next((name for name in ("jax", "torch") if importlib.util.find_spec(name)), None)
+    if backend is None:
+        pytest.skip("needs jax or torch: under TensorFlow, Keras itself loads TensorFlow")
+    code = (
+        "import sys; from keras_ltpa.cli import fit; fit.build_parser().parse_args([]); "
+        "print([m for m in ('tensorflow', 'keras_ltpa.data.pipelines', 'keras_ltpa.train.loop') "
+        "if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=dict(os.environ, KERAS_BACKEND=backend),
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`TrainingConfig` and `run_training`: settings, data checks, resume guard."""
+"""`run_training`: data checks before writing, the resume guard, pixel statistics."""
 
 import json
 
@@ -6,31 +6,6 @@ import pytest
 
 from keras_ltpa import train as training
 from keras_ltpa.data.pipelines import DataError
-
-
-@pytest.mark.parametrize(
-    "changes, match",
-    [
-        (dict(variant="att4"), "att4"),
-        (dict(image_size=48), "multiple of 32"),
-        (dict(dataset="cifar10", data_dir="x"), "not both"),
-        (dict(epochs=0), "epochs"),
-        (dict(augment="zoom"), "zoom"),
-        (dict(lr_decay_factor=2.0), "lr_decay_factor"),
-    ],
-)
-def test_config_validation(changes, match):
-    with pytest.raises(ValueError, match=match):
-        training.TrainingConfig(**changes).validate()
-
-
-def test_config_defaults_are_the_paper_s():
-    config = training.TrainingConfig().validate()
-    assert config.dataset == "cifar10"
-    assert (config.learning_rate, config.momentum, config.weight_decay) == (0.1, 0.9, 5e-4)
-    assert (config.batch_size, config.epochs) == (128, 300)
-    assert (config.lr_decay_epochs, config.lr_decay_factor) == (25, 0.5)
-    assert config.variant == "att3-concat-pc"
 
 
 def test_bad_data_fails_before_writing(tmp_path, tiny_cifar_folder):
