@@ -389,7 +389,6 @@ class TrainingConfig:
         """`"categorical"` (one-hot rows) when an augmentation mixes labels
         (mixup, cutmix), else `"int"`: what the pipelines yield and the loss
         expects."""
-        from keras_ltpa.data import pipelines
+        from keras_ltpa.data.augmentation import resolve_label_mode
 
-        mixing = any(name in pipelines.BATCH_AUGMENTATIONS for name in self.augmentations)
-        return "categorical" if mixing else "int"
+        return resolve_label_mode(self.augmentations)
