@@ -154,7 +154,12 @@ def save_preset(model, name, metadata, presets_dir=None):
         set_usual_mode(temporary)
         # Re-created from its config (same class, class names, pixel
         # statistics) and left uncompiled: the preset carries no optimizer.
-        plain = type(model).from_config(model.get_config())
+        # Always float32, whatever precision trained it: users pick their
+        # own policy when they load it.
+        config = model.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        plain = type(model).from_config(config)
         plain.set_weights(model.get_weights())
         plain.save(os.path.join(temporary, MODEL_FILE))
         _write_metadata(os.path.join(temporary, METADATA_FILE), metadata)

@@ -19,7 +19,6 @@ import numpy as np
 
 from keras_ltpa.data import pipelines as ltpa_data
 from keras_ltpa.devices import cpu_kernels as cpu_defaults
-from keras_ltpa.devices.precision import choose_precision
 from keras_ltpa.model import CIFAR10_MEAN
 from keras_ltpa.model import CIFAR10_STD
 from keras_ltpa.model import build_model
@@ -32,6 +31,7 @@ from keras_ltpa.train.distribution import resolve_distribution
 from keras_ltpa.train.distribution import scaled_learning_rate
 from keras_ltpa.train.losses import compile_model
 from keras_ltpa.train.optimizers import make_optimizer
+from keras_ltpa.train.precision import run_precision
 from keras_ltpa.utils.files import write_json
 
 
@@ -161,7 +161,8 @@ def _set_up(config):
         process_id=config.process_id,
     )
     jit_compile = check_jit_compile(config.jit_compile, distribution)
-    precision = choose_precision(config.precision)
+    precision_choice = run_precision(config, distribution)
+    precision = precision_choice["policy"]
     keras.config.set_dtype_policy(precision)
     seed = config.seed if config.seed is not None else random.randrange(2**31)
     seed = distribution.shared_seed(seed)
@@ -169,7 +170,7 @@ def _set_up(config):
 
     # Everything is read and checked before the run directory is touched.
     data = _load_data(config, distribution, seed)
-    settings = _run_settings(config, data, distribution, precision, seed)
+    settings = _run_settings(config, data, distribution, precision_choice, seed)
     runs.check_resume(os.fspath(config.output_dir), settings)
     setup = _Setup(config, distribution, precision, data, settings)
     with distribution.scope():
@@ -231,13 +232,17 @@ def _load_data(config, distribution, seed):
     )
 
 
-def _run_settings(config, data, distribution, precision, seed):
+def _run_settings(config, data, distribution, precision_choice, seed):
     """The run's config.json: every option, and what was resolved from them."""
     settings = dataclasses.asdict(config)
     settings.update(
         seed=seed,
         class_names=data.class_names,
-        precision_policy=precision,
+        precision_policy=precision_choice["policy"],
+        # How the policy was chosen and the measured bfloat16/float32 speed
+        # ratio; not part of the resume check (a cached verdict may be
+        # re-measured between a run and its resumption).
+        precision_choice={k: v for k, v in precision_choice.items() if k != "probe"},
         backend=keras.backend.backend(),
         steps_per_epoch=data.steps_per_epoch,
         distribution=distribution.describe(),
