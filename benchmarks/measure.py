@@ -28,6 +28,7 @@ import time
 
 import keras_ltpa  # noqa: F401  (before Keras: the oneDNN default)
 from keras_ltpa.devices import cpu_kernels
+from keras_ltpa.devices.machine import cpu_model
 
 BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
@@ -46,14 +47,6 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
              "amx_bf16", "amx_tile", "amx_int8")
 
 
-def cpu_model():
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _gpus():

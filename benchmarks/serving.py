@@ -43,7 +43,7 @@ import numpy as np
 BATCHES = (1, 32)
 EXPORTS = {
     "limits_on": {},
-    "limits_off": {"max_image_pixels": None, "max_batch_size": None},
+    "limits_off": {"max_image_pixels": None, "max_batch_size": None, "max_request_pixels": None},
     "unfolded": {"fold_batch_norm": False},
 }
 

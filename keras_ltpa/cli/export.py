@@ -65,6 +65,12 @@ def parse_args(argv=None):
         help="most images in one request (both signatures)",
     )
     serving.add_argument(
+        "--max-request-pixels", type=cli.positive_int, default=4 * 4096 * 4096,
+        help="most pixels (height x width summed over its images) one request may "
+        "hold, checked from the headers before decoding; the default, 2^26, is about "
+        "a second of decoding on two CPU cores",
+    )
+    serving.add_argument(
         "--no-warmup", dest="warmup_requests", action="store_false",
         help="write no TF Serving warm-up file (assets.extra/tf_serving_warmup_requests)",
     )
@@ -109,6 +115,7 @@ def main(argv=None):
             fold_batch_norm=args.fold_batch_norm,
             max_image_pixels=args.max_image_pixels,
             max_batch_size=args.max_batch_size,
+            max_request_pixels=args.max_request_pixels,
             warmup_requests=args.warmup_requests,
         )
         print(path)

@@ -21,6 +21,8 @@ import numpy as np
 
 from keras_ltpa.devices import machine
 from keras_ltpa.utils.checks import is_positive_int
+from keras_ltpa.utils.scopes import dtype_policy_scope
+from keras_ltpa.utils.scopes import no_distribution
 
 # mixed_bfloat16 is chosen when its images/s reach this multiple of float32's.
 THRESHOLD = 1.10
@@ -83,14 +85,8 @@ def _conv_stack(policy, width):
 def _leaving_keras_as_found():
     """Runs the probe on this process alone (no JAX distribution) and puts
     the global dtype policy and distribution back afterwards."""
-    policy = keras.config.dtype_policy()
-    distribution = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
+    with no_distribution(), dtype_policy_scope(None):
         yield
-    finally:
-        keras.config.set_dtype_policy(policy)
-        keras.distribution.set_distribution(distribution)
 
 
 def build_probe_steps(batch_size=16, width=32, jit_compile=None):

@@ -45,6 +45,7 @@ from keras_ltpa.serving.metadata import write_metadata
 from keras_ltpa.serving.signatures import BYTES_SIGNATURE
 from keras_ltpa.serving.signatures import DEFAULT_MAX_BATCH_SIZE
 from keras_ltpa.serving.signatures import DEFAULT_MAX_IMAGE_PIXELS
+from keras_ltpa.serving.signatures import DEFAULT_MAX_REQUEST_PIXELS
 from keras_ltpa.serving.signatures import SERVING_SIGNATURE
 from keras_ltpa.serving.signatures import ServingGraph
 from keras_ltpa.serving.tf_process import export_in_tensorflow_process
@@ -80,6 +81,7 @@ def export_saved_model(
     fold_batch_norm=True,
     max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
     max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+    max_request_pixels=DEFAULT_MAX_REQUEST_PIXELS,
     warmup_requests=True,
 ):
     """Exports a model as a TF Serving SavedModel with attention outputs.
@@ -118,6 +120,12 @@ def export_saved_model(
             (default 4096 x 4096); None: no limit.
         max_batch_size: the most images in one request, both signatures
             (default 64); None: no limit.
+        max_request_pixels: the most pixels one request may hold in all
+            (height x width summed over its images: for `serve_bytes` as
+            the headers declare them, checked before decoding; for
+            `serving_default` N x H x W), bounding a request's decoding work
+            (default 4 x 4096 x 4096 = 2^26, about a second of decoding on
+            two CPU cores); None: no limit. At least `max_image_pixels`.
         warmup_requests: write TF Serving's warm-up file
             (`assets.extra/tf_serving_warmup_requests`, one request per
             signature); skipped, and said so in the metadata, without
@@ -138,7 +146,11 @@ def export_saved_model(
     True
     """
     name = DEFAULT_MODEL_NAME if name is None else name
-    limits = _check_arguments(name, version, top_k, max_image_pixels, max_batch_size)
+    limits = _check_arguments(
+        name, version, top_k,
+        dict(max_image_pixels=max_image_pixels, max_batch_size=max_batch_size,
+             max_request_pixels=max_request_pixels),
+    )
     model_dir = os.path.join(os.fspath(export_dir), name)
     if version is not None:  # Refused before any work (or child process).
         free_version_dir(model_dir, name, version)
@@ -175,7 +187,7 @@ def export_saved_model(
 # === Checking the arguments ===
 
 
-def _check_arguments(name, version, top_k, max_image_pixels, max_batch_size):
+def _check_arguments(name, version, top_k, limits):
     """Checks the plain arguments; returns the limits as keyword arguments."""
     if not (isinstance(name, str) and _MODEL_NAME_PATTERN.match(name)):
         raise ValueError(
@@ -189,13 +201,19 @@ def _check_arguments(name, version, top_k, max_image_pixels, max_batch_size):
         )
     if not _is_positive_int(top_k):
         raise ValueError(f"`top_k` must be a positive integer; received top_k={top_k!r}.")
-    limits = {"max_image_pixels": max_image_pixels, "max_batch_size": max_batch_size}
     for argument, value in limits.items():
         if value is not None and not _is_positive_int(value):
             raise ValueError(
                 f"`{argument}` must be a positive integer or None (no limit); "
                 f"received {argument}={value!r}."
             )
+    image, request = limits["max_image_pixels"], limits["max_request_pixels"]
+    if None not in (image, request) and image > request:
+        raise ValueError(
+            f"`max_image_pixels` ({image}) is above `max_request_pixels` ({request}): "
+            "a request of one such image would be refused; raise max_request_pixels "
+            "or lower max_image_pixels."
+        )
     return limits
 
 

@@ -28,7 +28,9 @@ def read_metadata(version_dir):
 
     Exports written by version 0.1.0 (no `metadata_version`) are read too:
     their missing entries are filled in (`limits` None: those exports
-    check no size or batch limit; `warmup` skipped).
+    check no size or batch limit; `warmup` skipped). Exports written before
+    `max_request_pixels` existed read it as None: their graphs check no
+    total.
 
     Args:
         version_dir: an export's version folder (`<name>/<version>`).
@@ -43,7 +45,7 @@ def read_metadata(version_dir):
     >>> folder = tempfile.mkdtemp()
     >>> _ = files.write_json(os.path.join(folder, METADATA_FILE), {"top_k": 5})
     >>> read_metadata(folder)["limits"]
-    {'max_image_pixels': None, 'max_batch_size': None}
+    {'max_image_pixels': None, 'max_batch_size': None, 'max_request_pixels': None}
     """
     path = os.path.join(os.fspath(version_dir), METADATA_FILE)
     try:
@@ -64,7 +66,19 @@ def read_metadata(version_dir):
         if "fold_max_difference" in metadata:  # 0.1.0: absolute, not relative.
             metadata.setdefault("fold_max_relative_difference", None)
         metadata["metadata_version"] = METADATA_VERSION
-    return metadata
+    return _with_request_limit(metadata)
+
+
+def _with_request_limit(metadata):
+    """`limits.max_request_pixels` None where an export predates it.
+
+    The entry was added to layout 2 without a new version (older readers
+    ignore it); an export without it checks no request total.
+    """
+    limits = metadata.get("limits")
+    if not isinstance(limits, dict) or "max_request_pixels" in limits:
+        return metadata
+    return {**metadata, "limits": {**limits, "max_request_pixels": None}}
 
 
 def write_metadata(version_dir, model, facts, predictor, warmup_info, fold_info):

@@ -15,7 +15,13 @@ work it guards:
   (a truncated PNG); BMP, GIF and other formats are refused;
 - each file's declared size, read from its header (JPEG: the frame header,
   `tf.image.extract_jpeg_shape`; PNG: the IHDR width and height) before any
-  pixel is decoded, is at most `max_image_pixels` pixels.
+  pixel is decoded, is at most `max_image_pixels` pixels;
+- the request's declared pixels in all (height x width summed over its
+  files, from the same headers, before any decode; `serving_default`:
+  N x H x W from the shape) are at most `max_request_pixels`, which bounds
+  the decoding work of one request as a whole. Under TF Serving's
+  server-side batching these checks see the merged, padded batch
+  (docs/serving.md, Batching).
 
 Accepted and converted: greyscale and RGBA (to RGB), 16-bit PNGs (to 8
 bits), CMYK JPEGs (to RGB); an animated PNG gives its first frame (the image
@@ -32,11 +38,15 @@ from keras_ltpa.model import describe
 SERVING_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
 BYTES_SIGNATURE = "serve_bytes"
 # Defaults set at export (`export_saved_model(max_image_pixels=...,
-# max_batch_size=...)`): a 4096 x 4096 photo decodes to 48 MB of uint8 and
-# ~200 MB of float32 while resized; 64 images of the paper's 32x32 input are
-# one large batch.
+# max_batch_size=..., max_request_pixels=...)`): a 4096 x 4096 photo decodes
+# to 48 MB of uint8 and ~200 MB of float32 while resized; 64 images of the
+# paper's 32x32 input are one large batch.
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_REQUEST_PIXELS = 4 * 4096 * 4096  # 2^26: about 1 s of decoding on 2 CPU cores (docs/serving.md)
+# PNG widths and heights are at most 2^31 - 1 (its "four-byte unsigned
+# integer"); larger declarations are clipped so products never overflow int64.
+_MAX_SIDE = 2**31
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 # Signature (8) + IHDR length, type, width, height, depth, colour type,
@@ -136,6 +146,8 @@ class ServingGraph:
         max_image_pixels: the most pixels (height x width) a `serve_bytes`
             file may declare; None: no limit.
         max_batch_size: the most images in one request; None: no limit.
+        max_request_pixels: the most pixels (height x width, summed over the
+            request's images) one request may declare; None: no limit.
     """
 
     def __init__(
@@ -145,6 +157,7 @@ class ServingGraph:
         top_k,
         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
         max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        max_request_pixels=DEFAULT_MAX_REQUEST_PIXELS,
     ):
         self.model = attention_model(model)
         self.height, self.width = model.input_shape[1:3]
@@ -153,6 +166,7 @@ class ServingGraph:
         self.attention_count = describe(model)["attention_count"]
         self.max_image_pixels = max_image_pixels
         self.max_batch_size = max_batch_size
+        self.max_request_pixels = max_request_pixels
 
     def __call__(self, pixels):
         outputs = self.model(pixels, training=False)
@@ -215,10 +229,19 @@ class ServingGraph:
                 shape[2],
             ),
             *self._batch_checks("images", shape[0]),
+            *self._shape_pixels_check(shape),
         )
         with tf.control_dependencies(checks):
             pixels = tf.cast(images, tf.float32)
         return self(pixels)
+
+    def _shape_pixels_check(self, shape):
+        """`serving_default`'s request pixels, N x H x W from the shape, once
+        the checks before it fixed H and W (a builder; none without a limit)."""
+        if self.max_request_pixels is None:
+            return []
+        each = tf.constant(self.height * self.width, tf.int64)
+        return [lambda: self._request_pixels_check("images", tf.fill(shape[:1], each))]
 
     def _decode(self, data):
         # The package's one decoder and resizer: the pixels training saw.
@@ -239,7 +262,7 @@ class ServingGraph:
 
     def _bytes_checks(self, image_bytes):
         """The checks of `serve_bytes`, in order: rank, batch, empty entries,
-        format, truncated PNGs, declared sizes (builders, for
+        format, truncated PNGs, declared sizes, declared total (builders, for
         `_one_after_another`)."""
         rank = _runtime_rank(tf.shape(image_bytes))
         # Signature-byte comparisons cannot fail: built once, read by the checks.
@@ -265,27 +288,52 @@ class ServingGraph:
                 tf.where(tf.logical_not(is_image))[:, 0],
             ),
             lambda: _truncated_png_check(image_bytes, is_png),
-            lambda: self._size_check(image_bytes),
+            lambda: self._size_checks(image_bytes),
         ]
 
-    def _size_check(self, image_bytes):
-        """Each file's declared height x width is at most `max_image_pixels`."""
+    def _size_checks(self, image_bytes):
+        """Each file's declared height x width is at most `max_image_pixels`,
+        then their sum at most `max_request_pixels` (one op, in that order)."""
         sizes = tf.map_fn(
             _declared_size, image_bytes, fn_output_signature=tf.TensorSpec((2,), tf.int64)
         )
-        if self.max_image_pixels is None:
-            return tf.no_op()
-        pixels = sizes[:, 0] * sizes[:, 1]
-        over = pixels > self.max_image_pixels
+        clipped = tf.minimum(sizes, _MAX_SIDE)
+        pixels = clipped[:, 0] * clipped[:, 1]
+        checks = [tf.no_op()]
+        if self.max_image_pixels is not None:
+            over = pixels > self.max_image_pixels
+            checks.append(_require(
+                tf.logical_not(tf.reduce_any(over)),
+                f"`image_bytes` holds an image above the limit of {self.max_image_pixels} "
+                "pixels (height x width, the max_image_pixels set at export); entry "
+                "(0-based), declared height, width:",
+                _first(over),
+                tf.boolean_mask(sizes, over)[:1],
+            ))
+        if self.max_request_pixels is not None:
+            with tf.control_dependencies(checks[-1:]):
+                checks.append(self._request_pixels_check("image_bytes", pixels))
+        return checks[-1]
+
+    def _request_pixels_check(self, argument, pixels):
+        """The pixels of the request's images (int64 (N,)) sum to at most
+        `max_request_pixels`."""
+        # Summed in float64: exact below 2^53 pixels, where an int64 sum of
+        # absurd declarations (sides up to 2^31) could wrap; shown saturated.
+        total = tf.reduce_sum(tf.cast(pixels, tf.float64))
         return _require(
-            tf.logical_not(tf.reduce_any(over)),
-            f"`image_bytes` holds an image above the limit of {self.max_image_pixels} "
-            "pixels (height x width, the max_image_pixels set at export); entry "
-            "(0-based), declared height, width:",
-            _first(over),
-            tf.boolean_mask(sizes, over)[:1],
+            total <= float(self.max_request_pixels),
+            f"`{argument}` declares more pixels in all than the limit of "
+            f"{self.max_request_pixels} (height x width summed over the request's "
+            "images, the max_request_pixels set at export; split the request); "
+            "declared in all:",
+            tf.cast(tf.minimum(total, 2.0**62), tf.int64),
         )
 
     def limits(self):
         """The limits, as recorded in the export's metadata."""
-        return {"max_image_pixels": self.max_image_pixels, "max_batch_size": self.max_batch_size}
+        return {
+            "max_image_pixels": self.max_image_pixels,
+            "max_batch_size": self.max_batch_size,
+            "max_request_pixels": self.max_request_pixels,
+        }

@@ -33,6 +33,7 @@ from keras_ltpa.train.processes import ProcessGroup  # noqa: F401
 from keras_ltpa.train.processes import initialize_processes
 from keras_ltpa.train.processes import process_group_settings
 from keras_ltpa.utils.checks import check_choice
+from keras_ltpa.utils.scopes import no_distribution
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
@@ -294,12 +295,8 @@ def outside_distribution():
     Keras' saving creates a throwaway optimizer, and under a multi-process
     distribution creating a variable is a step every process must take.
     """
-    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+    if keras.backend.backend() != "jax":
         yield
         return
-    previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
+    with no_distribution():
         yield
-    finally:
-        keras.distribution.set_distribution(previous)

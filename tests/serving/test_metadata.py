@@ -18,15 +18,29 @@ def test_layout_0_1_0_is_read_with_its_missing_entries(tmp_path):
     _write(tmp_path, {"format": "keras_ltpa SavedModel", "top_k": 5, "fold_max_difference": 1e-6})
     read = metadata.read_metadata(tmp_path)
     assert read["metadata_version"] == metadata.METADATA_VERSION
-    assert read["limits"] == {"max_image_pixels": None, "max_batch_size": None}
+    assert read["limits"] == {
+        "max_image_pixels": None, "max_batch_size": None, "max_request_pixels": None,
+    }
     assert read["warmup"] == {"skipped": "exported by keras-ltpa 0.1.0"}
     assert read["fold_max_relative_difference"] is None and read["top_k"] == 5
 
 
 def test_the_current_layout_is_read_as_written(tmp_path):
-    content = {"metadata_version": metadata.METADATA_VERSION, "limits": {"max_batch_size": 8}}
+    limits = {"max_image_pixels": 4096, "max_batch_size": 8, "max_request_pixels": 10000}
+    content = {"metadata_version": metadata.METADATA_VERSION, "limits": limits}
     _write(tmp_path, content)
     assert metadata.read_metadata(str(tmp_path)) == content
+
+
+def test_layout_2_without_a_request_limit_reads_it_as_none(tmp_path):
+    """Exports written before `max_request_pixels` check no request total."""
+    limits = {"max_image_pixels": 4096, "max_batch_size": 8}
+    _write(tmp_path, {"metadata_version": 2, "limits": limits, "top_k": 3})
+    read = metadata.read_metadata(tmp_path)
+    assert read == {
+        "metadata_version": 2, "top_k": 3,
+        "limits": {"max_image_pixels": 4096, "max_batch_size": 8, "max_request_pixels": None},
+    }
 
 
 def test_newer_missing_or_broken_metadata_is_refused_by_path(tmp_path):

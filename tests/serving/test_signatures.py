@@ -2,6 +2,7 @@
 before decoding, every kind of bad input refused with its reason, and the
 same loaded model answering the next good request (TensorFlow backend)."""
 
+import functools
 import io
 import zlib
 
@@ -18,21 +19,29 @@ from tests.conftest import png_bytes
 tf_only = pytest.mark.tf_only
 
 
+def _chunk(kind, data):
+    body = kind + data
+    return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def _ihdr(width, height):
+    return _chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0]))
+
+
+@functools.lru_cache(maxsize=None)
 def png_declaring(width, height):
     """A valid all-black RGB PNG of width x height pixels, compressed while
     written (a 10000 x 10000 image is ~300 KB of file, 300 MB of pixels)."""
-    def chunk(kind, data):
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
     compressor = zlib.compressobj(9)
     row = bytes(1 + 3 * width)  # Filter byte 0, then black pixels.
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (
-        signatures.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", data)
-        + chunk(b"IEND", b"")
-    )
+    return signatures.PNG_SIGNATURE + _ihdr(width, height) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def png_header_declaring(width, height):
+    """A PNG of header and end only (no pixel data) declaring width x height,
+    sides up to 2^32 - 1: the checks before decoding must refuse it."""
+    return signatures.PNG_SIGNATURE + _ihdr(width, height) + _chunk(b"IEND", b"")
 
 
 def jpeg_declaring(width, height):
@@ -59,6 +68,10 @@ def hostile_requests():
     return [
         ("serve_bytes", [png_declaring(10000, 10000)], r"above the limit of 16777216 pixels.*\[0\] \[\[10000 10000\]\]"),
         ("serve_bytes", [good_png, jpeg_declaring(20000, 30000)], r"above the limit of 16777216 pixels.*\[1\] \[\[30000 20000\]\]"),
+        # (2^32 - 1)^2 pixels: an int64 product would wrap below the limit.
+        ("serve_bytes", [png_header_declaring(2**32 - 1, 2**32 - 1)], r"above the limit of 16777216 pixels.*\[0\] \[\[4294967295 4294967295\]\]"),
+        # Each at the per-image limit, 64 images: 64 x 4096 x 4096 = 2^30 = 1073741824 pixels.
+        ("serve_bytes", [png_declaring(4096, 4096)] * 64, r"more pixels in all than the limit of 67108864 .*max_request_pixels.*\[1073741824\]"),
         ("serve_bytes", [good_png] * 65, r"more than 64 images.*\[65\]"),
         ("serve_bytes", [b"this is not an image"], r"JPEG or PNG.*\[0\]"),
         ("serve_bytes", [good_png, gif], r"JPEG or PNG.*\[1\]"),
@@ -141,7 +154,9 @@ def test_limits_are_set_at_export_and_recorded(serving_model, tmp_path):
         warmup_requests=False,
     )
     metadata = export.read_metadata(path)
-    assert metadata["limits"] == {"max_image_pixels": 4096, "max_batch_size": 2}
+    assert metadata["limits"] == {
+        "max_image_pixels": 4096, "max_batch_size": 2, "max_request_pixels": 4 * 4096 * 4096,
+    }
     saved = tf.saved_model.load(path)
     call(saved, "serve_bytes", [png_declaring(64, 64)])  # At the limit: answered.
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"limit of 4096 pixels.*\[\[64 65\]\]"):
@@ -150,16 +165,85 @@ def test_limits_are_set_at_export_and_recorded(serving_model, tmp_path):
         call(saved, "serving_default", PROBE_IMAGES)
     unlimited = export.export_saved_model(
         serving_model, tmp_path, max_image_pixels=None, max_batch_size=None,
-        warmup_requests=False,
+        max_request_pixels=None, warmup_requests=False,
     )
     assert export.read_metadata(unlimited)["limits"] == {
-        "max_image_pixels": None, "max_batch_size": None,
+        "max_image_pixels": None, "max_batch_size": None, "max_request_pixels": None,
     }
     out = call(tf.saved_model.load(unlimited), "serve_bytes", [png_declaring(300, 200)] * 70)
     assert out["probabilities"].shape == (70, 10)
-    for bad in (dict(max_image_pixels=0), dict(max_batch_size=1.5)):
+    for bad in (dict(max_image_pixels=0), dict(max_batch_size=1.5), dict(max_request_pixels=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             export.export_saved_model(serving_model, tmp_path, **bad)
+    with pytest.raises(ValueError, match=r"`max_image_pixels` \(2000\) is above `max_request_pixels` \(1000\)"):
+        export.export_saved_model(serving_model, tmp_path, max_image_pixels=2000, max_request_pixels=1000)
+
+
+@tf_only
+def test_request_pixel_limit_refuses_the_declared_total_before_decoding(serving_model, tmp_path):
+    """Each image within max_image_pixels, each batch within max_batch_size:
+    the sum of the declared pixels decides. Totals by hand from the sides."""
+    import tensorflow as tf
+
+    path = export.export_saved_model(
+        serving_model, tmp_path, max_image_pixels=1024, max_batch_size=4,
+        max_request_pixels=3000, warmup_requests=False,
+    )
+    assert export.read_metadata(path)["limits"] == {
+        "max_image_pixels": 1024, "max_batch_size": 4, "max_request_pixels": 3000,
+    }
+    saved = tf.saved_model.load(path)
+    # 32 x 32 + 32 x 32 + 34 x 28 = 1024 + 1024 + 952 = 3000: at the limit, answered.
+    at_limit = [png_declaring(32, 32), png_declaring(32, 32), png_declaring(34, 28)]
+    out = call(saved, "serve_bytes", at_limit)
+    black = call(saved, "serving_default", np.zeros((1, 32, 32, 3), np.uint8))["probabilities"]
+    np.testing.assert_allclose(out["probabilities"], np.repeat(black, 3, axis=0), atol=1e-6)
+    over = r"`image_bytes` declares more pixels in all than the limit of 3000 .*max_request_pixels.*"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=over + r"\[3001\]"):
+        call(saved, "serve_bytes", at_limit + [png_declaring(1, 1)])  # 3000 + 1
+    # A JPEG cut 40 bytes into its scan: its header reads, its pixels do not
+    # decode; sent with the others, the total's refusal comes first.
+    jpeg = encoded(PROBE_IMAGES[1], "JPEG")
+    cut = jpeg[: jpeg.index(b"\xff\xda") + 40]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG data or crop window"):
+        call(saved, "serve_bytes", [cut])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=over + r"\[4024\]"):
+        call(saved, "serve_bytes", at_limit + [cut])  # 3000 + 32 x 32
+    # serving_default: N x 32 x 32 from the shape; 2 x 1024 answered, 3 x 1024 refused.
+    assert call(saved, "serving_default", PROBE_IMAGES[:2])["probabilities"].shape == (2, 10)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"`images` declares more pixels in all than the limit of 3000 .*\[3072\]",
+    ):
+        call(saved, "serving_default", PROBE_IMAGES)
+
+
+@tf_only
+def test_default_request_limit_answers_64_photos_of_640x480(limited):
+    """64 x 640 x 480 = 19,660,800 pixels, under the default 2^26; the
+    refusal of 64 x 4096 x 4096 is among `hostile_requests`."""
+    photo = encoded(np.asarray(Image.fromarray(PROBE_IMAGES[0]).resize((640, 480))), "JPEG")
+    out = call(limited, "serve_bytes", [photo] * 64)
+    one = call(limited, "serve_bytes", [photo])
+    np.testing.assert_allclose(out["probabilities"], np.repeat(one["probabilities"], 64, axis=0), atol=1e-6)
+
+
+@tf_only
+def test_request_total_cannot_wrap_without_a_per_image_limit(serving_model):
+    """Three PNGs declaring (2^31 - 1)^2 pixels each: an int64 total would
+    wrap negative; the request is refused, the total shown saturated at 2^62."""
+    import tensorflow as tf
+
+    graph = signatures.ServingGraph(
+        serving_model, [str(i) for i in range(10)], 3, max_image_pixels=None,
+        max_batch_size=None, max_request_pixels=2**26,
+    )
+    serve = tf.function(graph.serve_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])
+    files = tf.constant([png_header_declaring(2**31 - 1, 2**31 - 1)] * 3)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"limit of 67108864 .*\[4611686018427387904\]"
+    ):
+        serve(files)
 
 
 @tf_only
@@ -171,10 +255,12 @@ def test_exports_of_version_0_1_0_still_load_and_answer():
 
     import tensorflow as tf
 
-    path = pathlib.Path(__file__).parent / "fixtures" / "legacy_export" / "1"
+    path = pathlib.Path(__file__).parents[1] / "fixtures" / "legacy_export" / "1"
     metadata = export.read_metadata(path)
     assert metadata["metadata_version"] == export.METADATA_VERSION
-    assert metadata["limits"] == {"max_image_pixels": None, "max_batch_size": None}
+    assert metadata["limits"] == {
+        "max_image_pixels": None, "max_batch_size": None, "max_request_pixels": None,
+    }
     assert metadata["class_names"] == ["a", "b", "c"]
     saved = tf.saved_model.load(str(path))
     by_pixels = call(saved, "serving_default", PROBE_IMAGES[:2])
