@@ -118,7 +118,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     # TensorFlow's C++ start-up notes would bury our one-line errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Imported after parsing so that --help and flag errors are instant.
+    # Imported after parsing, so --help and flag errors need no tf.data.
     from keras_ltpa import train as training
     from keras_ltpa.data.pipelines import DataError
 
