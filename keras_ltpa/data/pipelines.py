@@ -13,7 +13,7 @@ names are importable from here too.
 
 Example:
 >>> train, class_names = load_dataset(
-...     "train", data_dir="../shared/data/cifar10", training=True, limit=256)
+...     "train", data_dir="tests/fixtures/data/cifar10", training=True, limit=256)
 >>> images, labels = next(iter(train))
 >>> images.dtype, labels.dtype
 (tf.uint8, tf.int32)

@@ -72,14 +72,14 @@ def test_readme_block_replaces_only_its_part(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_on_two_model_files(tmp_path, shared_data_dir, capsys):
+def test_quick_run_on_two_model_files(tmp_path, small_data_dir, capsys):
     build_model(10, width_multiplier=0.0625).save(tmp_path / "att.keras")
     build_model(10, variant="noatt", width_multiplier=0.0625).save(tmp_path / "vgg.keras")
     readme = tmp_path / "README.md"
     readme.write_text(f"{compare.START_MARKER}\n{compare.END_MARKER}\n")
     code = compare.main([
         str(tmp_path / "att.keras"), str(tmp_path / "vgg.keras"), "--quick",
-        "--data-root", str(shared_data_dir), "--output-dir", str(tmp_path / "out"),
+        "--data-root", str(small_data_dir), "--output-dir", str(tmp_path / "out"),
         "--readme", str(readme),
     ])
     assert code == 0

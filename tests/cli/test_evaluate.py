@@ -26,13 +26,13 @@ def saved_models(tmp_path_factory):
     return folder
 
 
-def test_cli_accuracy_and_localization(saved_models, shared_data_dir, tmp_path, capsys):
+def test_cli_accuracy_and_localization(saved_models, small_data_dir, tmp_path, capsys):
     output = tmp_path / "results.json"
     code = evaluate_cli.main([
         "--model", str(saved_models / "att.keras"),
-        "--data-dir", str(shared_data_dir / "cifar10"), "--limit", "40",
+        "--data-dir", str(small_data_dir / "cifar10"), "--limit", "40",
         "--batch-size", "20",
-        "--localization", str(shared_data_dir / "weizmann_horse"), "--mask-limit", "3",
+        "--localization", str(small_data_dir / "weizmann_horse"), "--mask-limit", "3",
         "--baseline", str(saved_models / "noatt.keras"),
         "--threshold", "mean", "0.25", "--cam-class", "horse",
         "--output", str(output),
@@ -83,11 +83,11 @@ def test_cli_errors(saved_models, tmp_path, capsys):
     assert "zebra" in capsys.readouterr().err
 
 
-def _caltech_like_folder(root, shared_data_dir, classes=3, per_split=(6, 3)):
+def _caltech_like_folder(root, small_data_dir, classes=3, per_split=(6, 3)):
     """DIR/{train,test}/<class>/ of real Caltech-101 JPEGs (mixed sizes)."""
     import shutil
 
-    source = shared_data_dir / "caltech101"
+    source = small_data_dir / "caltech101"
     names = sorted(p.name for p in (source / "train").iterdir())[:classes]
     for split, count in zip(("train", "test"), per_split):
         for name in names:
@@ -99,15 +99,15 @@ def _caltech_like_folder(root, shared_data_dir, classes=3, per_split=(6, 3)):
 
 
 @pytest.mark.slow
-def test_one_command_writes_the_whole_report(saved_models, shared_data_dir, tmp_path, capsys):
+def test_one_command_writes_the_whole_report(saved_models, small_data_dir, tmp_path, capsys):
     report_dir = tmp_path / "report"
     code = evaluate_cli.main([
         "--model", str(saved_models / "att.keras"),
         "--baseline", str(saved_models / "noatt.keras"),
-        "--data-dir", str(shared_data_dir / "cifar10"), "--limit", "20",
+        "--data-dir", str(small_data_dir / "cifar10"), "--limit", "20",
         "--fgsm", "0,2,8", "--fgsm-limit", "12",
-        "--localization", str(shared_data_dir / "weizmann_horse"), "--mask-limit", "2",
-        "--transfer", str(_caltech_like_folder(tmp_path / "caltech", shared_data_dir)),
+        "--localization", str(small_data_dir / "weizmann_horse"), "--mask-limit", "2",
+        "--transfer", str(_caltech_like_folder(tmp_path / "caltech", small_data_dir)),
         "--report-dir", str(report_dir),
     ])
     assert code == 0
@@ -155,7 +155,7 @@ def test_bad_evaluation_flags_exit_2_naming_them(argv, named, capsys):
 
 
 def test_transfer_refuses_an_empty_folder_an_unknown_set_and_a_wrong_kind(
-    saved_models, shared_data_dir, tmp_path, capsys
+    saved_models, small_data_dir, tmp_path, capsys
 ):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     cases = [
@@ -164,7 +164,7 @@ def test_transfer_refuses_an_empty_folder_an_unknown_set_and_a_wrong_kind(
         (["--model", str(saved_models / "att.keras"), "--transfer", "no_such_dataset_xyz"],
          "no_such_dataset_xyz"),
     ]
-    caltech = _caltech_like_folder(tmp_path / "caltech", shared_data_dir, classes=2, per_split=(2, 1))
+    caltech = _caltech_like_folder(tmp_path / "caltech", small_data_dir, classes=2, per_split=(2, 1))
     cases.append((
         ["--model", str(saved_models / "noatt.keras"), "--transfer", str(caltech),
          "--features", "attention"],
@@ -183,7 +183,7 @@ def test_cli_process_exits_2_on_a_bad_mask_folder(saved_models, tmp_path):
          "--localization", str(tmp_path)],
         capture_output=True, text=True,
         # Exit codes do not depend on the backend; TensorFlow loads fastest.
-        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"), timeout=300,
     )
     assert result.returncode == 2
     assert str(tmp_path / "rgb") in result.stderr and "Traceback" not in result.stderr

@@ -1,5 +1,6 @@
 """training/export.py end to end: exports, versions, clear errors."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -26,10 +27,18 @@ SAVE_MODEL = textwrap.dedent(
 )
 
 
+# Another backend than TensorFlow where one is installed: the command must
+# export under TensorFlow whatever the caller's backend.
+OTHER_BACKEND = next(
+    (name for name in ("jax", "torch") if importlib.util.find_spec(name)), "tensorflow"
+)
+
+
 def run_cli(*args, cwd=None):
-    env = dict(os.environ, KERAS_BACKEND="jax")  # the CLI must override it
+    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND)
     return subprocess.run(
-        [sys.executable, CLI, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+        [sys.executable, CLI, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+        timeout=600,
     )
 
 
@@ -48,6 +57,7 @@ def keras_file(tmp_path_factory):
         check=True,
         capture_output=True,
         env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        timeout=600,
     )
     return path
 
@@ -101,6 +111,7 @@ def test_cli_argument_errors(tmp_path):
     model.write_text("x")
     assert_clean_error(run_cli(model, "--top-k", "0"), "--top-k", "positive integer")
     assert_clean_error(run_cli(model, "--version", "abc"), "--version", "positive integer")
+    assert_clean_error(run_cli(model, "--max-request-pixels", "0"), "--max-request-pixels", "positive integer")
     assert_clean_error(
         run_cli(model, "--class-names", tmp_path / "names.txt"), "--class-names file not found"
     )
@@ -141,6 +152,7 @@ def test_cli_exports_a_run_directory_with_the_run_s_class_names(keras_file, tmp_
     subprocess.run(
         [sys.executable, "-c", SAVE_NAMED_MODEL, str(named)],
         check=True, capture_output=True, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        timeout=600,
     )
     result = run_cli(named, "--export-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,15 +160,18 @@ def test_cli_exports_a_run_directory_with_the_run_s_class_names(keras_file, tmp_
         (tmp_path / "out" / "ltpa" / "2" / "assets.extra" / "keras_ltpa.json").read_text()
     )
     assert metadata["class_names"] == ["left", "right"]
-    assert metadata["limits"] == {"max_image_pixels": 16777216, "max_batch_size": 64}
+    # The defaults: 4096 x 4096, 64 images, 4 x 4096 x 4096 pixels per request.
+    assert metadata["limits"] == {
+        "max_image_pixels": 16777216, "max_batch_size": 64, "max_request_pixels": 67108864,
+    }
 
     result = run_cli(named, "--export-dir", tmp_path / "out", "--max-image-pixels", 1024,
-                     "--max-batch-size", 8, "--no-warmup")
+                     "--max-batch-size", 8, "--max-request-pixels", 5000, "--no-warmup")
     assert result.returncode == 0, result.stderr[-3000:]
     metadata = json.loads(
         (tmp_path / "out" / "ltpa" / "3" / "assets.extra" / "keras_ltpa.json").read_text()
     )
-    assert metadata["limits"] == {"max_image_pixels": 1024, "max_batch_size": 8}
+    assert metadata["limits"] == {"max_image_pixels": 1024, "max_batch_size": 8, "max_request_pixels": 5000}
     assert metadata["warmup"] == {"skipped": "warmup_requests=False"}
 
 

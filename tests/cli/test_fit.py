@@ -1,5 +1,6 @@
 """training/fit.py end to end: flags, errors, a tfds run, resume after SIGKILL."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -42,12 +43,19 @@ def test_help_explains_every_flag_in_groups():
     parser = fit.build_parser()
     groups = {group.title: group for group in parser._action_groups}
     assert {"data", "model", "optimisation", "output"} <= set(groups)
-    for action in parser._actions:
-        assert action.help and len(action.help) > 10, action.option_strings
     text = subprocess.run(
-        [sys.executable, FIT, "--help"], capture_output=True, text=True, check=True
+        [sys.executable, FIT, "--help"], capture_output=True, text=True, check=True, timeout=300
     ).stdout
     text = " ".join(text.split())
+    helps = [action.help for action in parser._actions if action.help != argparse.SUPPRESS]
+    assert all(len(text_) > 10 for text_ in helps)  # A phrase, not a placeholder.
+    assert len(set(helps)) == len(helps)  # Each flag its own text.
+    for action in parser._actions:
+        if action.help and action.help != argparse.SUPPRESS:
+            # Printed by `--help`: its text up to any %(default)s-style field
+            # (argparse may wrap a line after a hyphen).
+            shown = " ".join(action.help.split("%(")[0].split()).replace("%%", "%")
+            assert shown and shown.replace("- ", "-") in text.replace("- ", "-"), action.option_strings
     for flag in ("--data-dir", "--variant", "--precision", "--jit-compile", "--output-dir"):
         assert flag in text
     assert "(default: 300)" in text and "(default: att3-concat-pc)" in text
@@ -66,7 +74,7 @@ def test_the_parser_loads_no_tensorflow_nor_the_training_loop():
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env=dict(os.environ, KERAS_BACKEND=backend),
+        env=dict(os.environ, KERAS_BACKEND=backend), timeout=300,
     )
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -271,6 +279,39 @@ def test_save_freq_resume_restarts_the_epoch_with_the_step_s_weights(tiny_cifar_
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 11
 
 
+def _backup_h5_vars(file):
+    """The model optimizer's variables in a Keras weights file, in the order
+    of `optimizer.variables` (a loss-scale optimizer's own, then its inner
+    optimizer's)."""
+    return file["optimizer"]["vars"]
+
+
+def _backup_optimizer_vars(run_dir, copy_to):
+    """The backup's optimizer variables, {index: array}, and a copy of the file."""
+    import h5py
+
+    path = run_dir / "backup" / "latest.weights.h5"
+    shutil.copyfile(path, copy_to)
+    with h5py.File(path, "r") as file:
+        group = _backup_h5_vars(file)
+        return {int(key): np.asarray(group[key]) for key in group.keys()}
+
+
+def _set_backup_optimizer_var(run_dir, index, value):
+    import h5py
+
+    with h5py.File(run_dir / "backup" / "latest.weights.h5", "r+") as file:
+        _backup_h5_vars(file)[str(index)][...] = value
+
+
+def _is_power_of_two_scalar(value):
+    """A float scalar 2^k, k >= 1: only the loss scale (the rates are 0.01 and
+    0.005, the counters integers, the momenta per weight)."""
+    if value.shape != () or value.dtype.kind != "f" or value < 2:
+        return False
+    return float(value) == 2.0 ** round(np.log2(float(value)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, tmp_path):
@@ -294,10 +335,27 @@ def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, t
         tmp_path / "first.log", 400,
     )
     assert paused, (tmp_path / "first.log").read_text()[-3000:]
+    assert backed_up_epochs(run_dir) == 1
+    kept = runs.read_history(run_dir / "history.csv")
+    assert len(kept) == 1
+    # The backup's optimizer state, kept before the rerun overwrites it. Under
+    # float16 its loss scale is set to 2^9, a value no run reaches from the
+    # initial 2^15 in 4 steps (halving only, growth after 2000 steps): the
+    # rerun must carry on from it rather than from a fresh optimizer.
+    backup_vars = _backup_optimizer_vars(run_dir, tmp_path / "epoch1.weights.h5")
+    if precision == "mixed_float16":
+        scales = [key for key, value in backup_vars.items() if _is_power_of_two_scalar(value)]
+        assert len(scales) == 1, backup_vars
+        _set_backup_optimizer_var(run_dir, scales[0], 2.0**9)
     second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    epochs_run = [
+        line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")
+    ]
+    assert epochs_run == ["2/2"]  # Continued, not started over.
 
     rows = runs.read_history(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == [0, 1] and rows[:1] == kept
     rates = [float(row["learning_rate"]) for row in rows]
     if precision == "mixed_bfloat16":
         # The step schedule inside a real fit: halved after each epoch.
@@ -319,6 +377,24 @@ def test_mixed_precision_run_resumes_and_exports(precision, tiny_cifar_folder, t
         optimizer = optimizer.inner_optimizer
     assert isinstance(optimizer, optimizers.CoupledWeightDecaySGD)
     applied = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    # The optimizer continued from the backup's state: epoch 2's 2 steps on
+    # top of the steps applied in epoch 1 (all of them under bfloat16, the
+    # finite ones under float16).
+    variables = list(model.optimizer.variables)
+    index = next(i for i, v in enumerate(variables) if v is optimizer.iterations)
+    restored = int(backup_vars[index])
+    skipped = 2 - (applied - restored)
+    assert 0 <= restored <= 2 and 0 <= skipped <= 2
+    if precision == "mixed_bfloat16":
+        assert (restored, applied) == (2, 4)
+    else:
+        loss_scaler = model.optimizer
+        index = next(i for i, v in enumerate(variables) if v is loss_scaler.dynamic_scale)
+        assert index == scales[0]
+        # Restored at 2^9, halved once per skipped step of epoch 2 (exact in
+        # float32: powers of two).
+        scale = float(keras.ops.convert_to_numpy(loss_scaler.dynamic_scale))
+        assert scale == 2.0**9 * 0.5**skipped
     rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     assert rate == pytest.approx(0.01 * 0.5 ** (applied // 2))  # 2 steps per epoch.
     assert optimizer.momentum == pytest.approx(0.8)

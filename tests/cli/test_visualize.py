@@ -40,10 +40,10 @@ def _coloured_caption_pixels(grid, row, tile):
     return int((np.abs(band[..., 0] - band[..., 1]) > 50).sum())
 
 
-def test_cli_labels_images_in_class_folders(saved_model, shared_data_dir, tmp_path, capsys):
+def test_cli_labels_images_in_class_folders(saved_model, small_data_dir, tmp_path, capsys):
     # Class names come from the run's config.json; the folder names the class,
     # so the caption gives the true class, coloured green or red.
-    cat = shared_data_dir / "cifar10" / "test" / "cat"
+    cat = small_data_dir / "cifar10" / "test" / "cat"
     files = sorted(cat.iterdir())[:2]
     code = visualize_cli.main([
         "--model", str(saved_model), "--images", *map(str, files),
@@ -67,10 +67,10 @@ def test_cli_labels_images_in_class_folders(saved_model, shared_data_dir, tmp_pa
     assert all(_coloured_caption_pixels(grid, row, 32) == 0 for row in range(2))
 
 
-def test_cli_on_cifar_test_images(saved_model, shared_data_dir, tmp_path, capsys):
+def test_cli_on_cifar_test_images(saved_model, small_data_dir, tmp_path, capsys):
     code = visualize_cli.main([
         "--model", str(saved_model),
-        "--data-dir", str(shared_data_dir / "cifar10"), "--split", "test",
+        "--data-dir", str(small_data_dir / "cifar10"), "--split", "test",
         "--num-images", "3", "--rows-per-grid", "2", "--tile-size", "32",
         "--output", str(tmp_path),
     ])
@@ -81,8 +81,8 @@ def test_cli_on_cifar_test_images(saved_model, shared_data_dir, tmp_path, capsys
     assert sizes == [(4 * 32 + 6, 16 + 2 * 48), (4 * 32 + 6, 16 + 48)]
 
 
-def test_cli_on_horse_files(saved_model, shared_data_dir, tmp_path, capsys):
-    rgb = shared_data_dir / "weizmann_horse" / "rgb"
+def test_cli_on_horse_files(saved_model, small_data_dir, tmp_path, capsys):
+    rgb = small_data_dir / "weizmann_horse" / "rgb"
     code = visualize_cli.main([
         "--model", str(saved_model / "model.keras"),
         "--images", str(rgb / "horse001.jpg"), str(rgb / "horse002.jpg"),
@@ -122,7 +122,7 @@ def test_cli_process_exits_2_naming_the_bad_file(saved_model, tmp_path):
          "--images", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
         capture_output=True, text=True,
         # Exit codes do not depend on the backend; TensorFlow loads fastest.
-        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"), timeout=300,
     )
     assert result.returncode == 2
     assert "labels.csv" in result.stderr and "Traceback" not in result.stderr

@@ -26,9 +26,9 @@ def _copy_images(source, target, count):
 
 
 @pytest.fixture
-def image_folder(tmp_path, shared_data_dir):
+def image_folder(tmp_path, small_data_dir):
     """DIR/train/{cat,dog,horse}/ (4 each) and DIR/test/{cat,horse}/ (2 each)."""
-    cifar = shared_data_dir / "cifar10"
+    cifar = small_data_dir / "cifar10"
     root = tmp_path / "images"
     for name in CLASSES:
         _copy_images(cifar / "train" / name, root / "train" / name, 4)
@@ -70,12 +70,12 @@ def test_folder_pipeline_gives_the_decoded_pixels_and_train_class_ids(image_fold
         assert len(matches) == 1
 
 
-def test_limit_takes_a_fixed_mix_of_classes(shared_data_dir):
+def test_limit_takes_a_fixed_mix_of_classes(small_data_dir):
     first, _ = data.load_dataset(
-        "test", data_dir=shared_data_dir / "cifar10", limit=60, batch_size=60
+        "test", data_dir=small_data_dir / "cifar10", limit=60, batch_size=60
     )
     second, _ = data.load_dataset(
-        "test", data_dir=shared_data_dir / "cifar10", limit=60, batch_size=60
+        "test", data_dir=small_data_dir / "cifar10", limit=60, batch_size=60
     )
     images_1, labels_1 = _all(first)
     images_2, labels_2 = _all(second)
@@ -151,10 +151,10 @@ def test_randaugment_keeps_shape_and_dtype_and_changes_images(image_folder):
     assert sum(not np.array_equal(a, b) for a, b in zip(outputs, images)) >= 6
 
 
-def test_images_of_other_sizes_are_resized(tmp_path, shared_data_dir):
-    horses = shared_data_dir / "weizmann_horse" / "rgb"
+def test_images_of_other_sizes_are_resized(tmp_path, small_data_dir):
+    horses = small_data_dir / "weizmann_horse" / "rgb"
     _copy_images(horses, tmp_path / "train" / "horse", 2)
-    _copy_images(shared_data_dir / "cifar10" / "train" / "cat", tmp_path / "train" / "cat", 2)
+    _copy_images(small_data_dir / "cifar10" / "train" / "cat", tmp_path / "train" / "cat", 2)
     train, _ = data.load_dataset("train", data_dir=tmp_path, image_size=(64, 48), batch_size=4)
     images, labels = _all(train)
     assert images.shape == (4, 64, 48, 3) and images.dtype == np.uint8
@@ -290,9 +290,21 @@ def test_pixel_statistics_are_the_per_channel_mean_and_std():
 
 
 def test_cache_gives_the_same_pixels(image_folder):
-    plain, _ = data.load_dataset("test", data_dir=image_folder, batch_size=4)
-    cached, _ = data.load_dataset("test", data_dir=image_folder, batch_size=4, cache=True)
-    for _ in range(2):  # The first pass fills the cache, the second reads it.
-        for (a, la), (b, lb) in zip(plain, cached):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
-            np.testing.assert_array_equal(la.numpy(), lb.numpy())
+    # 4 test images in batches of 3: two batches, the last one short.
+    plain, _ = data.load_dataset("test", data_dir=image_folder, batch_size=3)
+    cached, _ = data.load_dataset("test", data_dir=image_folder, batch_size=3, cache=True)
+    expected = [(x.numpy(), y.numpy()) for x, y in plain]
+    assert [len(y) for _, y in expected] == [3, 1]
+
+    def check(batches):
+        batches = [(x.numpy(), y.numpy()) for x, y in batches]
+        assert len(batches) == len(expected)  # zip() would hide a missing batch.
+        for (a, la), (b, lb) in zip(expected, batches):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+
+    check(cached)  # The first pass reads the files and fills the cache.
+    shutil.rmtree(image_folder / "test")
+    check(cached)  # The second pass reads the cache only: the files are gone.
+    with pytest.raises(tf.errors.NotFoundError):  # Nothing else kept the pixels.
+        next(iter(plain))

@@ -96,8 +96,8 @@ def test_mask_dataset_errors(tmp_path):
         evaluate.load_mask_dataset(tmp_path, mask_dir="masks")
 
 
-def test_real_horse_masks(shared_data_dir):
-    samples = evaluate.load_mask_dataset(shared_data_dir / "weizmann_horse", limit=4)
+def test_real_horse_masks(small_data_dir):
+    samples = evaluate.load_mask_dataset(small_data_dir / "weizmann_horse", limit=4)
     assert [name for name, _, _ in samples] == [f"horse00{i}.jpg" for i in range(1, 5)]
     for _, image, mask in samples:
         assert mask.shape == image.shape[:2]
@@ -178,6 +178,36 @@ def test_localization_recomputes_by_hand(tiny_models):
             assert result["per_image"][method][index] == pytest.approx(value)
     for method, values in result["per_image"].items():
         assert result["jaccard"][method] == pytest.approx(np.mean(values))
+
+
+def _ranked_map(region):
+    """An 8x8 map whose 16 largest values (distinct, >= 10) lie on `region`,
+    the other 48 below 0.05: its top quarter and its above-mean pixels
+    (mean > 10 * 16 / 64 = 2.5) are exactly `region`."""
+    values = np.arange(64, dtype=np.float32).reshape(8, 8) * 1e-3
+    values[region] += 10.0
+    return values
+
+
+def test_localization_scores_a_synthetic_map_by_hand(tiny_models, monkeypatch):
+    model, _ = tiny_models
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True  # 16 pixels
+    shifted, exact, away = (np.zeros((8, 8), bool) for _ in range(3))
+    shifted[2:6, 3:7] = True  # 12 shared with the mask, union 16 + 16 - 12 = 20
+    exact[2:6, 2:6] = True
+    away[0:2, :] = True  # none shared
+    maps = [_ranked_map(region)[None] for region in (shifted, exact, away)]
+    monkeypatch.setattr(
+        visualize, "attention_maps", lambda model, inputs, batch_size=None: (np.eye(10)[:1], maps)
+    )
+    samples = [("square", np.zeros((8, 8, 3), np.uint8), mask)]
+    for result in evaluate.localization(model, samples, threshold=[0.25, "mean"]):
+        assert result["per_image"]["attention_1"] == [pytest.approx(12 / 20)]
+        assert result["per_image"]["attention_2"] == [1.0]
+        assert result["per_image"]["attention_3"] == [0.0]
+        assert result["jaccard"]["attention_1"] == pytest.approx(0.6)
+        assert result["predicted"] == [0]
 
 
 def test_localization_mean_rule_prior_takes_the_model_area(tiny_models):

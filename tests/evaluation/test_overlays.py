@@ -224,3 +224,16 @@ def test_attention_grid_under_mixed_precision(images):
         np.testing.assert_allclose(attention.sum(axis=(1, 2)), 1.0, atol=1e-2)
     grid = visualize.attention_grid(model, images[:2], tile_size=32)
     assert grid.shape == visualize.grid_size(2, 3, (32, 32), 32) + (3,)
+
+
+def test_read_images_fitted_to_a_model_match_the_resized_ones(tiny_model, tmp_path):
+    write_image(tmp_path / "cat" / "a.png", 10, size=(40, 20))
+    write_image(tmp_path / "dog" / "b.jpg", 200, size=(64, 64))
+    fitted, labels, _ = visualize.read_images([tmp_path], class_names=["cat", "dog"], model=tiny_model)
+    resized, _, _ = visualize.read_images([tmp_path], (32, 32))
+    assert fitted.shape == (2, 32, 32, 3) and labels.tolist() == [0, 1]
+    np.testing.assert_array_equal(fitted, resized)
+    with pytest.raises(ValueError, match="exactly one of `size`"):
+        visualize.read_images([tmp_path], (32, 32), model=tiny_model)
+    with pytest.raises(ValueError, match="exactly one of `size`"):
+        visualize.read_images([tmp_path])

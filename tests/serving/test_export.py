@@ -192,6 +192,7 @@ def test_saved_model_cli_lists_both_signatures(serving_exports):
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     text = result.stdout
     blocks = re.split(r"signature_def\['", text)
@@ -254,6 +255,7 @@ def test_export_runs_with_tensorflow_alone(serving_model, serving_exports):
         [sys.executable, "-c", script, serving_exports["unfolded"], json.dumps(PROBE_IMAGES.tolist())],
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
@@ -450,6 +452,7 @@ def test_model_from_another_backend_exports(trained_under, serving_model, tmp_pa
             env=env,
             check=True,
             capture_output=True,
+            timeout=600,
         )
         path = export.export_saved_model(
             str(keras_file), tmp_path / "saved", class_names=SERVING_CLASS_NAMES
