@@ -373,7 +373,9 @@ def test_command_parses(command):
         compile(program, f"{command.ident()} (python -c)", "exec")
     elif kind == "shell":
         assert (REPO_ROOT / program).is_file(), f"no such script: {program}"
-        result = subprocess.run(["bash", "-n", str(REPO_ROOT / program)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", "-n", str(REPO_ROOT / program)], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
     elif kind == "pip":
         check_pip(arguments)
