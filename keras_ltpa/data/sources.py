@@ -189,6 +189,10 @@ def _tfds_builder(name, tfds_data_dir):
     if not class_names:
         class_names = [str(i) for i in range(label_feature.num_classes)]
     try:
+        if not _is_prepared(builder):
+            # Offline, tfds would retry its downloads for minutes: a short
+            # check first, through the HTTP stack tfds downloads with.
+            _check_download_hosts()
         builder.download_and_prepare()
     except Exception as error:  # Network or disk trouble, reported in one line.
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
@@ -198,6 +202,32 @@ def _tfds_builder(name, tfds_data_dir):
             "an image folder instead (data_dir=, --data-dir)."
         ) from None
     return builder, class_names
+
+
+# Where tensorflow-datasets fetches sets from: its own mirror, then the
+# sets' home pages (CIFAR's among them).
+DOWNLOAD_HOSTS = ("https://storage.googleapis.com", "https://www.cs.toronto.edu")
+DOWNLOAD_CHECK_SECONDS = 4
+
+
+def _is_prepared(builder):
+    """Whether the set is on disk already (tfds writes its info file last)."""
+    return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def _check_download_hosts(hosts=DOWNLOAD_HOSTS, timeout=DOWNLOAD_CHECK_SECONDS):
+    """Raises ConnectionError unless one of `hosts` answers within `timeout`
+    seconds. Uses `requests`, as tfds' downloader does, so proxy settings
+    (`HTTPS_PROXY`, ...) apply the same way."""
+    import requests
+
+    for host in hosts:
+        try:
+            requests.head(host, timeout=timeout)
+            return
+        except requests.RequestException:
+            continue
+    raise ConnectionError(f"no network: none of {', '.join(hosts)} answered")
 
 
 def tfds_examples(name, split, image_size, *, tfds_data_dir=None, limit=None, shuffle_files=False, seed=None):

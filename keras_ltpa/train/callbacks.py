@@ -179,6 +179,58 @@ class EpochSummary(keras.callbacks.Callback):
         print(" - ".join(parts), file=self.stream or sys.stdout, flush=True)
 
 
+class EpochTimeEstimate(keras.callbacks.Callback):
+    """After the first steps, prints how long an epoch and the run will take.
+
+    The first step (tracing, compilation) is left out of the rate. When the
+    run would take days, the line points at the shorter options.
+
+    Args:
+        steps_per_epoch: optimizer steps per epoch.
+        epochs: the run's total epochs.
+        after_steps: steps timed before the estimate (after the first).
+        stream: where to print (default: stdout).
+    """
+
+    DAY_SECONDS = 24 * 3600
+
+    def __init__(self, steps_per_epoch, epochs, after_steps=20, stream=None):
+        super().__init__()
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.after_steps, self.stream = max(1, min(after_steps, steps_per_epoch - 1)), stream
+        self._done = steps_per_epoch < 2
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._steps, self._start = epoch, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        self._steps += 1
+        if self._steps == 1:
+            self._start = time.perf_counter()
+        elif self._steps == self.after_steps + 1:
+            self._done = True
+            seconds = (time.perf_counter() - self._start) / self.after_steps
+            print(self.message(seconds), file=self.stream or sys.stdout, flush=True)
+
+    def message(self, step_seconds):
+        """The estimate's line for `step_seconds` per step."""
+        epoch_seconds = step_seconds * self.steps_per_epoch
+        left = self.epochs - self._epoch
+        total = epoch_seconds * left
+        line = (
+            f"estimated {epoch_seconds / 60:.1f} min per epoch, "
+            f"{total / 3600:.1f} h for the {left} epoch(s) left"
+        )
+        if total > self.DAY_SECONDS:
+            line += (
+                "; a run of days: `--recipe budget` (a short schedule) or a "
+                "smaller `--width` trains in hours"
+            )
+        return line
+
+
 def make_callbacks(
     run_dir,
     *,
@@ -190,6 +242,7 @@ def make_callbacks(
     tensorboard=True,
     monitor="val_accuracy",
     progress_bar=True,
+    steps_per_epoch=None,
 ):
     """The callbacks of a resumable run writing into `run_dir`.
 
@@ -208,6 +261,8 @@ def make_callbacks(
         tensorboard: write TensorBoard logs.
         monitor: quantity that picks `best.keras`.
         progress_bar: include Keras' progress bar (`fit(verbose=1 or 2)`).
+        steps_per_epoch: print the estimated epoch and run time after the
+            first steps (`EpochTimeEstimate`); None: no estimate.
 
     Returns:
         A list of callbacks for `fit`.
@@ -219,6 +274,8 @@ def make_callbacks(
         # its line before the summary line is printed.
         callbacks.append(keras.callbacks.ProgbarLogger())
     callbacks += [EpochSummary(epochs), HistoryCSV(os.path.join(run_dir, runs.HISTORY_FILE))]
+    if steps_per_epoch:
+        callbacks.append(EpochTimeEstimate(steps_per_epoch, epochs))
     if tensorboard:
         log_dir = os.path.join(run_dir, runs.TENSORBOARD_DIR)
         callbacks.append(TensorBoard(log_dir, write_graph=False, profile_batch=0))

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_ltpa.data import pipelines as ltpa_data
 from keras_ltpa.devices import cpu_kernels as cpu_defaults
+from keras_ltpa.devices.precision import gpu_compute_capability
 from keras_ltpa.model import CIFAR10_MEAN
 from keras_ltpa.model import CIFAR10_STD
 from keras_ltpa.model import build_model
@@ -335,6 +336,8 @@ def _fit(setup):
         save_freq=config.save_freq,
         tensorboard=config.tensorboard,
         progress_bar=config.verbose != 0,
+        # On a CPU a run can take days: say so after the first steps.
+        steps_per_epoch=None if gpu_compute_capability() else setup.data.steps_per_epoch,
     )
     callbacks = ltpa_callbacks.distributed_callbacks(
         callbacks, run_dir, distribution, config.save_freq

@@ -149,6 +149,31 @@ def _tensorboard_tags(log_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_the_readme_command_offline_fails_fast_in_one_line(tmp_path):
+    # README command 1 on a machine without network (simulated for any
+    # machine by proxies nothing listens on): tfds would retry its downloads
+    # for minutes (3.5 were seen); the check fails first, in one line, exit 2.
+    import time
+
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    run_dir, tfds_dir = tmp_path / "run", tmp_path / "tfds"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, FIT, "--output-dir", str(run_dir), "--tfds-data-dir", str(tfds_dir)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fit.py: error:")]
+    assert len(errors) == 1 and "no network" in errors[0] and "--data-dir" in errors[0], result.stderr
+    assert not run_dir.exists()  # nothing half-written
+    # Minutes of retries before; the imports take ~10-25 s on a busy 2-core CPU.
+    assert elapsed < 90, elapsed
+
+
 def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsys):
     run_dir = tmp_path / "run"
     argv = [

@@ -67,3 +67,31 @@ def test_learning_rate_logger_logs_the_rate_of_the_epoch():
     logs = {}
     logger.on_epoch_end(0, logs)
     assert logs["learning_rate"] == pytest.approx(0.1)
+
+
+def test_epoch_time_estimate_from_the_steps_after_the_first(monkeypatch):
+    import io
+
+    from keras_ltpa.train import callbacks as ltpa_callbacks
+
+    clock = iter([100.0, 100.0 + 4 * 0.5])  # step 1 ends at 100 s; 4 steps of 0.5 s later
+    monkeypatch.setattr(ltpa_callbacks.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    estimate = ltpa_callbacks.EpochTimeEstimate(steps_per_epoch=390, epochs=300, after_steps=4, stream=stream)
+    estimate.on_epoch_begin(0)
+    for batch in range(6):
+        estimate.on_train_batch_end(batch)
+    # 0.5 s x 390 steps = 195 s = 3.25 min per epoch; x 300 epochs = 16.25 h.
+    assert stream.getvalue() == "estimated 3.2 min per epoch, 16.2 h for the 300 epoch(s) left\n"
+
+
+def test_epoch_time_estimate_points_at_shorter_runs_when_it_takes_days():
+    from keras_ltpa.train.callbacks import EpochTimeEstimate
+
+    estimate = EpochTimeEstimate(steps_per_epoch=390, epochs=300)
+    estimate.on_epoch_begin(0)
+    # 2 s x 390 x 300 = 65 h.
+    line = estimate.message(2.0)
+    assert line.startswith("estimated 13.0 min per epoch, 65.0 h for the 300 epoch(s) left")
+    assert "--recipe budget" in line and "--width" in line
+    assert "--recipe" not in estimate.message(0.1)  # 3.25 h: no advice
