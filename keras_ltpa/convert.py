@@ -125,6 +125,50 @@ def _transform(array, kind):
     return array
 
 
+def _converted_values(state_dict):
+    """{keras layer name: {weight index: (reference name, converted array)}}."""
+    values = {}
+    for torch_name, array in state_dict.items():
+        if torch_name.endswith(_IGNORED_SUFFIXES):
+            continue
+        target = _keras_target(torch_name)
+        if target is None or target[1] is None:
+            raise ValueError(
+                f"Reference parameter {torch_name!r} has no counterpart in the "
+                "keras_ltpa model."
+            )
+        layer_name, slot, kind = target
+        values.setdefault(layer_name, {})[slot] = (
+            torch_name,
+            _transform(_to_numpy(array).astype("float32"), kind),
+        )
+    return values
+
+
+def _layer_weights(layer, slots):
+    """The arrays for each weight of `layer`, checked against its shapes."""
+    weights = []
+    for slot, variable in enumerate(layer.weights):
+        if slot not in slots:
+            raise ValueError(
+                f"The state_dict has no value for weight {variable.path!r} "
+                f"(layer {layer.name!r}, weight {slot})."
+            )
+        torch_name, array = slots[slot]
+        if tuple(array.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"Shape mismatch for {torch_name!r}: it gives {array.shape} "
+                f"after conversion but {variable.path!r} has {tuple(variable.shape)}."
+            )
+        weights.append(array)
+    if len(slots) > len(layer.weights):
+        extra = [slots[s][0] for s in slots if s >= len(layer.weights)]
+        raise ValueError(
+            f"Reference parameters {extra} have no weight in layer {layer.name!r}."
+        )
+    return weights
+
+
 def load_torch_state_dict(model, state_dict):
     """Copies a reference PyTorch `state_dict` into an equivalent model.
 
@@ -143,22 +187,7 @@ def load_torch_state_dict(model, state_dict):
     """
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = load_state_dict_file(state_dict)
-    values = {}
-    for torch_name, array in state_dict.items():
-        if torch_name.endswith(_IGNORED_SUFFIXES):
-            continue
-        target = _keras_target(torch_name)
-        if target is None or target[1] is None:
-            raise ValueError(
-                f"Reference parameter {torch_name!r} has no counterpart in the "
-                "keras_ltpa model."
-            )
-        layer_name, slot, kind = target
-        values.setdefault(layer_name, {})[slot] = (
-            torch_name,
-            _transform(_to_numpy(array).astype("float32"), kind),
-        )
-
+    values = _converted_values(state_dict)
     layers_with_weights = {
         layer.name: layer for layer in model.layers if layer.weights
     }
@@ -177,26 +206,7 @@ def load_torch_state_dict(model, state_dict):
                 f"model {model.name!r} does not have."
             )
         layer = layers_with_weights[layer_name]
-        weights = []
-        for slot, variable in enumerate(layer.weights):
-            if slot not in slots:
-                raise ValueError(
-                    f"The state_dict has no value for weight {variable.path!r} "
-                    f"(layer {layer_name!r}, weight {slot})."
-                )
-            torch_name, array = slots[slot]
-            if tuple(array.shape) != tuple(variable.shape):
-                raise ValueError(
-                    f"Shape mismatch for {torch_name!r}: it gives {array.shape} "
-                    f"after conversion but {variable.path!r} has {tuple(variable.shape)}."
-                )
-            weights.append(array)
-        if len(slots) > len(layer.weights):
-            extra = [slots[s][0] for s in slots if s >= len(layer.weights)]
-            raise ValueError(
-                f"Reference parameters {extra} have no weight in layer {layer_name!r}."
-            )
-        layer.set_weights(weights)
+        layer.set_weights(_layer_weights(layer, slots))
     return model
 
 

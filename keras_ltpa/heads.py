@@ -59,3 +59,21 @@ def classifier(features, num_classes, aggregation):
         for index, vector in enumerate(features, start=1)
     ]
     return ltpa_layers.ProbabilityAverage(name="probability_average")(per_layer)
+
+
+def attention_logits(local_features, global_features, num_classes, projector, **head):
+    """The logits of a backbone's taps: the attention head on each local
+    feature map, then the classifier on the pooled vectors (on g alone when
+    there are no local features: the plain baseline).
+
+    Args:
+        local_features: `[l^1, ..., l^S]`, (N, H_s, W_s, C_s) each.
+        global_features: `g`, (N, C).
+        num_classes: int.
+        projector: bool (see `attention_head`).
+        **head: `compatibility`, `normalization` and `aggregation`.
+    """
+    pooled = attention_head(
+        local_features, global_features, head["compatibility"], head["normalization"], projector
+    )
+    return classifier(pooled or [global_features], num_classes, head["aggregation"])

@@ -1,10 +1,9 @@
-"""`build_model()` for every variant of the paper, `attention_model()`,
-`describe()` and `load_model_file()`.
+"""`build_model()`, `attention_model()`, `describe()` and `load_model_file()`.
 
-`build_model` returns an `AttentionClassifier`, a functional model whose
-graph follows the paper's figure (normalise, backbone taps, attention head,
-classifier) and whose config is its constructor arguments, so a saved model
-describes itself. The variants are data (`keras_ltpa.variants`).
+`build_model` returns an `AttentionClassifier`: a functional model whose
+config is its constructor arguments, so a saved model describes itself. The
+variants are data (`keras_ltpa.variants`); backbones, their taps and
+preprocessing live in `keras_ltpa.backbones`.
 
 Reference: Jetley, Lord, Lee, Torr. "Learn To Pay Attention". ICLR 2018.
 """
@@ -17,8 +16,8 @@ import keras
 
 from keras_ltpa import backbones
 from keras_ltpa import heads
-from keras_ltpa.variants import PAPER_ATTENTION_LAYERS
-from keras_ltpa.variants import check_model_arguments
+from keras_ltpa.backbones.preprocessing import pixel_statistics
+from keras_ltpa.variants import check_head_arguments
 from keras_ltpa.variants import parse_variant
 from keras_ltpa.variants import variant_name
 
@@ -29,41 +28,75 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 # The VGG layer whose maps Grad-CAM explains: block 5's last activation.
 VGG_CAM_LAYER = "block5_relu3"
-def _pixel_normalization(input_shape, pixel_mean, pixel_std):
-    channels = input_shape[-1]
-    mean = [float(m) for m in pixel_mean]
-    std = [float(s) for s in pixel_std]
-    if len(mean) not in (1, channels) or len(std) not in (1, channels):
-        raise ValueError(
-            f"`pixel_mean` and `pixel_std` need 1 or {channels} values (one per "
-            f"channel); received pixel_mean={pixel_mean!r}, pixel_std={pixel_std!r}."
-        )
-    if any(s <= 0 for s in std):
-        raise ValueError(f"`pixel_std` must be positive; received {pixel_std!r}.")
-    mean = mean * channels if len(mean) == 1 else mean
-    std = std * channels if len(std) == 1 else std
-    # (x / 255 - mean) / std as one affine map on raw 0..255 pixels.
-    return keras.layers.Rescaling(
-        scale=[1.0 / (255.0 * s) for s in std],
-        offset=[-m / s for m, s in zip(mean, std)],
-        name="pixel_normalization",
-    )
+
+# `AttentionClassifier`'s config: its constructor arguments, in order, and
+# the attributes that hold those whose attribute name differs.
+_CONFIG_KEYS = (
+    "num_classes", "input_shape", "backbone", "backbone_weights", "backbone_name", "preprocessing",
+    "backbone_trainable", "attention_layers", "global_layer", "compatibility", "normalization",
+    "aggregation", "attention_position", "projector", "width_multiplier", "dropout", "conv_bias",
+    "batch_norm_epsilon", "batch_norm_momentum", "pixel_mean", "pixel_std", "class_names", "dtype",
+)
+_CONFIG_ATTRIBUTES = {
+    "input_shape": "image_shape",
+    "backbone": "backbone_config",
+    "backbone_name": "backbone_source",
+    "dtype": "policy_name",
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_ltpa")
 class AttentionClassifier(keras.Model):
     """A "Learn To Pay Attention" classifier that describes itself.
 
-    A functional model (raw pixels in, logits out) whose constructor
-    arguments are its config: `get_config()` returns them and a saved
-    `.keras` file rebuilds from them, so a loaded model says its variant,
-    width, input size, classes and pixel statistics (`describe(model)`).
-    Build it with `build_model`, which also reads variant strings; the
-    arguments are those of `build_model` after a variant is resolved.
+    A functional model (raw pixels in, logits out) following the paper's
+    figure: the backbone's preprocessing, its taps (local features `l^s`,
+    global feature `g`), the attention head (`g_a^s` per tap), the
+    classifier. Its constructor arguments are its config, so a `.keras` file
+    rebuilds it (offline: the backbone is kept as its config) and says what
+    it is (`describe(model)`).
 
-    The graph follows the paper's figure: pixel normalisation, the
-    backbone's taps (local features `l^s` and global feature `g`), the
-    attention head (`g_a^s` per tap) and the classifier.
+    Args:
+        num_classes: int >= 2.
+        input_shape: (height, width, channels). For the VGG backbone height
+            and width must be multiples of 32.
+        backbone: `"vgg"` (the paper's CIFAR VGG; alias `"vgg-cifar"`), a
+            `keras.applications` name (`keras_ltpa.backbones.APPLICATIONS`:
+            `"resnet50"`, `"efficientnetv2b0"`, ...), a keras-hub preset (a
+            local preset folder, a preset name, an `hf://` or `kaggle://`
+            handle) or a functional `keras.Model` to tap.
+        backbone_weights: None (the backbone's default), `"imagenet"`
+            (keras.applications' default), `"preset"` (a keras-hub preset's
+            own, its default), `"none"` (random) or a weights file path.
+            The VGG and a given model keep None.
+        backbone_name: the keras.applications name or keras-hub preset the
+            backbone came from (recorded in the config by the model itself,
+            beside the serialized backbone).
+        preprocessing: what the model does to raw pixels first: None (the
+            default: a pretrained backbone's own map, else `"pixel_stats"`),
+            `"pixel_stats"`, `"caffe"`, `"tf"`, `"torch"`, `"raw"` or
+            `{"scale": ..., "offset": ...}` (`keras_ltpa.backbones.preprocessing`).
+        backbone_trainable: `"all"`, `"none"` (frozen) or
+            `"all_but_batch_norm"`; set by `keras_ltpa.backbones.finetune`.
+        attention_layers: VGG: blocks that get an attention estimator, a
+            subset of (3, 4, 5) (None or `(3, 4, 5)` = att3, `(4, 5)` = att2,
+            `()` = the plain VGG baseline). Other backbones: layer names
+            (None: one at each of the strides 8, 16 and 32).
+        global_layer: layer name giving `g` (other backbones; None: the last
+            layer at stride 32, average-pooled).
+        compatibility: `"pc"` (<u, l + g>) or `"dp"` (<l, g>).
+        normalization: `"softmax"` or `"sigmoid"`.
+        aggregation: `"concat"` or `"indep"`.
+        attention_position: `"before"` or `"after"` max-pooling (VGG only).
+        projector: bool. Project local features whose width differs from g's
+            with a `LinearProjector`. Without it those widths must match.
+        width_multiplier, dropout, conv_bias, batch_norm_epsilon,
+            batch_norm_momentum: the VGG's options (`apply_vgg_backbone`).
+        pixel_mean, pixel_std: per-channel statistics in [0, 1] units; with
+            `"pixel_stats"` inputs are mapped to `(x / 255 - mean) / std`.
+        class_names: optional list of `num_classes` strings.
+        dtype: dtype policy name to build under (None: the current one).
+        name: model name; defaults to `"ltpa_" + variant`.
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018.
     """
@@ -74,7 +107,11 @@ class AttentionClassifier(keras.Model):
         input_shape=(32, 32, 3),
         *,
         backbone="vgg",
-        attention_layers=PAPER_ATTENTION_LAYERS,
+        backbone_weights=None,
+        backbone_name=None,
+        preprocessing=None,
+        backbone_trainable="all",
+        attention_layers=None,
         global_layer=None,
         compatibility="pc",
         normalization="softmax",
@@ -93,115 +130,83 @@ class AttentionClassifier(keras.Model):
         name=None,
         **kwargs,
     ):
-        if isinstance(backbone, dict):  # From a saved config.
-            backbone = keras.saving.deserialize_keras_object(backbone)
         input_shape = tuple(input_shape)
-        attention_layers = tuple(attention_layers)
-        check_model_arguments(
-            num_classes=num_classes,
-            input_shape=input_shape,
-            backbone=backbone,
-            attention_layers=attention_layers,
-            global_layer=global_layer,
-            compatibility=compatibility,
-            normalization=normalization,
-            aggregation=aggregation,
-            attention_position=attention_position,
-            width_multiplier=width_multiplier,
-            dropout=dropout,
-            class_names=class_names,
-        )
-        class_names = None if class_names is None else list(class_names)
-        if name is None:
-            name = "ltpa_" + variant_name(
-                attention_layers, aggregation, compatibility, normalization, attention_position
-            ).replace("-", "_")
-
+        head = dict(compatibility=compatibility, normalization=normalization, aggregation=aggregation)
+        vgg = dict(width_multiplier=width_multiplier, conv_bias=conv_bias, dropout=dropout,
+                   batch_norm_epsilon=batch_norm_epsilon, batch_norm_momentum=batch_norm_momentum)
+        check_head_arguments(num_classes=num_classes, input_shape=input_shape, class_names=class_names,
+                             attention_position=attention_position, width_multiplier=width_multiplier,
+                             dropout=dropout, **head)
         # === Functional Model ===
         with _dtype_policy(dtype):
+            resolved = backbones.resolve_backbone(
+                backbone, backbone_weights, preprocessing, input_shape, backbone_name
+            )
+            taps = backbones.choose_taps(
+                resolved, input_shape, attention_layers, global_layer, attention_position
+            )
             inputs = keras.Input(shape=input_shape, name="images")
-            x = _pixel_normalization(input_shape, pixel_mean, pixel_std)(inputs)
+            preprocess = backbones.preprocessing_layer(
+                resolved.preprocessing, input_shape, pixel_mean, pixel_std
+            )
             local_features, global_features = backbones.backbone_taps(
-                x,
-                backbone,
-                attention_layers,
-                global_layer,
-                attention_position,
-                width_multiplier=width_multiplier,
-                conv_bias=conv_bias,
-                batch_norm_epsilon=batch_norm_epsilon,
-                batch_norm_momentum=batch_norm_momentum,
-                dropout=dropout,
+                preprocess(inputs), resolved.model, *taps, attention_position, **vgg
             )
-            pooled = heads.attention_head(
-                local_features, global_features, compatibility, normalization, projector
-            )
-            logits = heads.classifier(pooled or [global_features], num_classes, aggregation)
-            super().__init__(inputs, logits, name=name, **kwargs)
+            logits = heads.attention_logits(local_features, global_features, num_classes, projector, **head)
+            variant = variant_name(taps[0], aggregation, compatibility, normalization, attention_position)
+            super().__init__(inputs, logits, name=name or "ltpa_" + variant.replace("-", "_"), **kwargs)
             policy = keras.config.dtype_policy().name
 
         # === Config ===
-        self.num_classes = num_classes
-        self.image_shape = input_shape
-        self.backbone_config = (
-            backbone if isinstance(backbone, str) else keras.saving.serialize_keras_object(backbone)
+        self._record_config(resolved, taps, input_shape, num_classes, attention_position, projector,
+                            head, vgg, pixel_mean, pixel_std, class_names, policy, backbone_trainable)
+
+    def _record_config(self, resolved, taps, input_shape, num_classes, attention_position, projector,
+                       head, vgg, pixel_mean, pixel_std, class_names, policy, backbone_trainable):
+        """Stores every constructor argument as resolved (see `get_config`)."""
+        self.backbone_trainable = "all"
+        if backbone_trainable != "all":  # Recorded by the call.
+            backbones.finetune.set_backbone_trainable(self, backbone_trainable)
+        self._backbone = resolved
+        self.backbone_name = resolved.name
+        self.attention_layers, self.global_layer = taps
+        values = dict(
+            num_classes=num_classes, image_shape=input_shape, backbone_source=resolved.source,
+            backbone_weights=resolved.weights, preprocessing=resolved.preprocessing,
+            attention_position=attention_position, projector=projector, policy_name=policy,
+            pixel_mean=tuple(float(m) for m in pixel_mean), pixel_std=tuple(float(s) for s in pixel_std),
+            class_names=None if class_names is None else list(class_names), **head, **vgg,
         )
-        self.attention_layers = attention_layers
-        self.global_layer = global_layer
-        self.compatibility = compatibility
-        self.normalization = normalization
-        self.aggregation = aggregation
-        self.attention_position = attention_position
-        self.projector = projector
-        self.width_multiplier = float(width_multiplier)
-        self.dropout = float(dropout)
-        self.conv_bias = conv_bias
-        self.batch_norm_epsilon = batch_norm_epsilon
-        self.batch_norm_momentum = batch_norm_momentum
-        self.pixel_mean = tuple(float(m) for m in pixel_mean)
-        self.pixel_std = tuple(float(s) for s in pixel_std)
-        self.class_names = class_names
-        self.policy_name = policy
+        values.update(width_multiplier=float(vgg["width_multiplier"]), dropout=float(vgg["dropout"]))
+        for attribute, value in values.items():
+            setattr(self, attribute, value)
+
+    @property
+    def backbone_config(self):
+        """The config's `backbone`: "vgg" or the serialized backbone model."""
+        if not hasattr(self, "_backbone_config"):
+            self._backbone_config = backbones.resolve.serialized(self._backbone)
+        return self._backbone_config
 
     @property
     def variant(self):
         """The paper-style variant string, e.g. `"att3-concat-pc"`."""
-        return variant_name(
-            self.attention_layers,
-            self.aggregation,
-            self.compatibility,
-            self.normalization,
-            self.attention_position,
-        )
+        return variant_name(self.attention_layers, self.aggregation, self.compatibility,
+                            self.normalization, self.attention_position)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "backbone": self.backbone_config,
-            "attention_layers": list(self.attention_layers),
-            "global_layer": self.global_layer,
-            "compatibility": self.compatibility,
-            "normalization": self.normalization,
-            "aggregation": self.aggregation,
-            "attention_position": self.attention_position,
-            "projector": self.projector,
-            "width_multiplier": self.width_multiplier,
-            "dropout": self.dropout,
-            "conv_bias": self.conv_bias,
-            "batch_norm_epsilon": self.batch_norm_epsilon,
-            "batch_norm_momentum": self.batch_norm_momentum,
-            "pixel_mean": list(self.pixel_mean),
-            "pixel_std": list(self.pixel_std),
-            "class_names": None if self.class_names is None else list(self.class_names),
-            "dtype": self.policy_name,
-        }
+        config = {"name": self.name, "trainable": self.trainable}
+        for key in _CONFIG_KEYS:
+            value = getattr(self, _CONFIG_ATTRIBUTES.get(key, key))
+            config[key] = list(value) if isinstance(value, (tuple, list)) else value
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # The architecture only: the weights come from the file being loaded
+        # (nothing is downloaded again).
+        with backbones.architecture_only():
+            return cls(**config)
 
 
 @contextlib.contextmanager
@@ -218,7 +223,9 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_model(num_classes, input_shape=(32, 32, 3), *, variant=None, attention=True, **options):
+def build_model(
+    num_classes, input_shape=(32, 32, 3), *, variant=None, attention=True, weights=None, **options
+):
     """Builds a "Learn To Pay Attention" classifier.
 
     The returned functional model takes raw pixels (0..255, uint8 or float)
@@ -228,38 +235,21 @@ def build_model(num_classes, input_shape=(32, 32, 3), *, variant=None, attention
 
     Args:
         num_classes: int >= 2.
-        input_shape: (height, width, channels). For the VGG backbone height
-            and width must be multiples of 32.
+        input_shape: (height, width, channels).
         variant: optional paper-style string such as `"att2-indep-dp"` or
             `"att3-concat-pc-sigmoid-after"`; the settings it names replace
             `attention_layers`, `aggregation`, `compatibility`,
             `normalization` and `attention_position`.
-        backbone: `"vgg"` (the paper's CIFAR VGG) or a functional
-            `keras.Model` to tap.
-        attention_layers: VGG: blocks that get an attention estimator, a
-            subset of (3, 4, 5) (`(3, 4, 5)` = att3, `(4, 5)` = att2, `()` =
-            the plain VGG baseline). Other backbones: layer names.
-        global_layer: layer name giving `g` (other backbones only).
-        compatibility: `"pc"` (<u, l + g>) or `"dp"` (<l, g>).
-        normalization: `"softmax"` or `"sigmoid"`.
-        aggregation: `"concat"` or `"indep"`.
-        attention_position: `"before"` or `"after"` max-pooling (VGG only).
-        attention: bool. False gives the plain baseline (same as
-            `attention_layers=()`).
-        projector: bool. Project local features whose width differs from g's
-            with a `LinearProjector`. Without it those widths must match.
-        width_multiplier: float > 0 scaling every VGG width.
-        dropout: float in [0, 1). VGG dropout rate (0 = none, the paper's).
-        conv_bias: bool. VGG convolutions with bias (the reference has them).
-        batch_norm_epsilon, batch_norm_momentum: VGG batch norm settings
-            (defaults match PyTorch's).
-        pixel_mean, pixel_std: per-channel statistics in [0, 1] units; inputs
-            are mapped to `(x / 255 - mean) / std` inside the model.
-        class_names: optional list of `num_classes` strings, kept in the
-            model's config (and so in its `.keras` file and its exports).
-        name: model name; defaults to `"ltpa_" + variant`.
-        **options: the keyword arguments above other than `variant` and
-            `attention` are `AttentionClassifier`'s, passed on as they are.
+        attention: bool. False gives the plain baseline, the classifier on
+            g alone (same as `attention_layers=()`).
+        weights: the backbone's weights: None (its default: `"imagenet"` for
+            a keras.applications name, the preset's own for keras-hub),
+            `"imagenet"`, `"preset"`, `"none"` (random) or a weights file.
+            A pretrained backbone brings its own preprocessing; a random one
+            keeps `pixel_mean` / `pixel_std`.
+        **options: `AttentionClassifier`'s arguments (`backbone`,
+            `attention_layers`, `global_layer`, `compatibility`, ...,
+            `width_multiplier`, `pixel_mean`, `pixel_std`, `class_names`).
 
     Returns:
         An `AttentionClassifier` (a functional `keras.Model`) with one
@@ -271,6 +261,11 @@ def build_model(num_classes, input_shape=(32, 32, 3), *, variant=None, attention
     (None, 10)
     >>> describe(model)["variant"]
     'att3-concat-pc'
+    >>> model = build_model(5, (64, 64, 3), backbone="mobilenetv3small", weights="none")
+    >>> [attention_model(model).output[f"attention_{k}"].shape for k in (1, 2, 3)]
+    [(None, 8, 8), (None, 4, 4), (None, 2, 2)]
+    >>> [describe(model)[key] for key in ("backbone", "backbone_weights", "preprocessing")]
+    ['mobilenetv3small', 'none', 'pixel_stats']
 
     Reference: Jetley et al., "Learn To Pay Attention", ICLR 2018.
     """
@@ -278,6 +273,8 @@ def build_model(num_classes, input_shape=(32, 32, 3), *, variant=None, attention
         options.update(parse_variant(variant))
     if not attention:
         options["attention_layers"] = ()
+    if weights is not None:
+        options["backbone_weights"] = weights
     return AttentionClassifier(num_classes, input_shape, **options)
 
 
@@ -310,32 +307,32 @@ def describe(model):
     its layers instead.
 
     Returns:
-        A dict: `variant` (e.g. `"att3-concat-pc"`, None for a custom
-        backbone of an old file), `backbone` (`"vgg"` or the tapped model's
-        name), `width_multiplier` (None when unknown), `input_shape` (H, W, C),
-        `num_classes`, `class_names` (recorded names, else `"0"`..`"K-1"`),
-        `class_names_recorded` (bool), `pixel_mean`, `pixel_std`,
-        `attention_count` (estimators; 0 for the plain baseline) and
-        `cam_layer` (the VGG's last block-5 activation, for Grad-CAM; None
-        for other backbones).
+        A dict: `variant` (e.g. `"att3-concat-pc"`; None for a custom
+        backbone of an old file), `backbone` (`"vgg"`, a keras.applications
+        name, a keras-hub preset or the tapped model's name),
+        `backbone_weights` and `preprocessing` (as `AttentionClassifier`
+        records them), `width_multiplier` (None when unknown), `input_shape`,
+        `num_classes`, `class_names` (recorded, else `"0"`..`"K-1"`),
+        `class_names_recorded`, `pixel_mean` and `pixel_std` (None unless
+        the preprocessing is `"pixel_stats"`), `attention_count` and
+        `cam_layer` (the VGG's last block-5 activation, for Grad-CAM).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model; received {model!r}.")
     if isinstance(model, AttentionClassifier):
         names = model.class_names
+        stats = model.preprocessing == "pixel_stats"
         facts = {
             "variant": model.variant,
-            "backbone": (
-                "vgg"
-                if isinstance(model.backbone_config, str)
-                else model.backbone_config.get("config", {}).get("name")
-            ),
+            "backbone": model.backbone_name,
+            "backbone_weights": model.backbone_weights,
+            "preprocessing": model.preprocessing,
             "width_multiplier": model.width_multiplier,
             "input_shape": tuple(model.image_shape),
             "num_classes": model.num_classes,
             "class_names": names,
-            "pixel_mean": model.pixel_mean,
-            "pixel_std": model.pixel_std,
+            "pixel_mean": model.pixel_mean if stats else None,
+            "pixel_std": model.pixel_std if stats else None,
             "attention_count": len(model.attention_layers),
         }
     else:
@@ -354,22 +351,19 @@ def _describe_functional(model):
     pattern = re.compile(r"attention_pool_(\d+)$")
     count = sum(1 for layer in model.layers if pattern.match(layer.name))
     layer_names = {layer.name for layer in model.layers}
+    is_vgg = "block1_conv1" in layer_names
     variant = None
-    if model.name.startswith("ltpa_") and "block1_conv1" in layer_names:
+    if model.name.startswith("ltpa_") and is_vgg:
         variant = model.name[len("ltpa_"):].replace("_", "-")
-    width = None
-    if "block1_conv1" in layer_names:
-        filters = model.get_layer("block1_conv1").filters
-        width = filters / backbones.VGG_BLOCKS[0][2]
+    width = model.get_layer("block1_conv1").filters / backbones.VGG_BLOCKS[0][2] if is_vgg else None
     mean = std = None
     if "pixel_normalization" in layer_names:
-        rescaling = model.get_layer("pixel_normalization")
-        # scale = 1 / (255 std), offset = -mean / std (see _pixel_normalization).
-        std = tuple(1.0 / (255.0 * float(s)) for s in rescaling.scale)
-        mean = tuple(-float(o) * s for o, s in zip(rescaling.offset, std))
+        mean, std = pixel_statistics(model.get_layer("pixel_normalization"))
     return {
         "variant": variant,
-        "backbone": "vgg" if "block1_conv1" in layer_names else None,
+        "backbone": "vgg" if is_vgg else None,
+        "backbone_weights": None,
+        "preprocessing": "pixel_stats" if mean is not None else None,
         "width_multiplier": width,
         "input_shape": tuple(model.input_shape[1:]),
         "num_classes": int(model.output_shape[-1]),
@@ -403,9 +397,7 @@ def attention_model(model):
     logits = model.outputs[0]
     outputs = {
         "logits": logits,
-        "probabilities": keras.layers.Softmax(name="probabilities", dtype="float32")(
-            logits
-        ),
+        "probabilities": keras.layers.Softmax(name="probabilities", dtype="float32")(logits),
     }
     for index in range(1, describe(model)["attention_count"] + 1):
         pool = model.get_layer(f"attention_pool_{index}")

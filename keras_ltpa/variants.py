@@ -11,7 +11,6 @@ A variant string joins tokens with `-`, each setting one argument:
     before / after           local features taken before or after max-pooling
 """
 
-from keras_ltpa import backbones
 from keras_ltpa import layers as ltpa_layers
 from keras_ltpa.utils.checks import check_choice
 
@@ -72,7 +71,9 @@ def variant_name(
     return "-".join(parts)
 
 
-def check_input_shape(input_shape, backbone):
+def check_input_shape(input_shape):
+    """ValueError naming `input_shape` unless it is (height, width, channels)
+    of positive ints."""
     if (
         not isinstance(input_shape, (tuple, list))
         or len(input_shape) != 3
@@ -82,25 +83,12 @@ def check_input_shape(input_shape, backbone):
             "`input_shape` must be (height, width, channels) of positive ints; "
             f"received input_shape={input_shape!r}."
         )
-    if backbone == "vgg":
-        height, width, _ = input_shape
-        reduction = backbones.VGG_REDUCTION
-        if height % reduction or width % reduction:
-            raise ValueError(
-                f"`input_shape` {tuple(input_shape)} cannot be reduced to the "
-                f"global feature by the VGG backbone: height and width must be "
-                f"positive multiples of {reduction} (five 2x2 max-pools), "
-                "e.g. (32, 32, 3) or (64, 64, 3)."
-            )
 
 
-def check_model_arguments(
+def check_head_arguments(
     *,
     num_classes,
     input_shape,
-    backbone,
-    attention_layers,
-    global_layer,
     compatibility,
     normalization,
     aggregation,
@@ -109,7 +97,8 @@ def check_model_arguments(
     dropout,
     class_names,
 ):
-    """Raises ValueError naming the first bad argument of `build_model`."""
+    """Raises ValueError naming the first bad argument of `build_model` that
+    does not depend on the backbone."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(
             f"`num_classes` must be an integer >= 2; received num_classes={num_classes!r}."
@@ -124,52 +113,20 @@ def check_model_arguments(
         )
     if not (0.0 <= dropout < 1.0):
         raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}.")
-    is_vgg = isinstance(backbone, str)
-    if is_vgg:
-        check_choice("backbone", backbone, ("vgg",))
-    check_input_shape(input_shape, "vgg" if is_vgg else None)
-    if len(set(attention_layers)) != len(attention_layers):
-        raise ValueError(f"`attention_layers` lists a layer twice: {attention_layers!r}.")
-    if is_vgg:
-        for block in attention_layers:
-            if block not in backbones.VGG_TAPPABLE_BLOCKS:
-                raise ValueError(
-                    f"`attention_layers` entries must be VGG blocks from "
-                    f"{backbones.VGG_TAPPABLE_BLOCKS}; received {block!r} in "
-                    f"attention_layers={attention_layers!r}."
-                )
-        if global_layer is not None:
-            raise ValueError(
-                "`global_layer` applies to a custom backbone only; the VGG "
-                f"backbone's g is its dense layer. Received global_layer={global_layer!r}."
-            )
-    else:
-        if attention_position != "before":
-            raise ValueError(
-                "`attention_position` applies to the VGG backbone only; tap the "
-                "layer you want with `attention_layers`. Received "
-                f"attention_position={attention_position!r}."
-            )
-        if global_layer is None:
-            raise ValueError(
-                "`global_layer` is required with a custom backbone: name the "
-                "layer whose output is the global feature g."
-            )
-        if any(not isinstance(name, str) for name in attention_layers):
-            raise ValueError(
-                "With a custom backbone `attention_layers` must be layer names; "
-                f"received attention_layers={attention_layers!r}."
-            )
-    if class_names is not None:
-        if isinstance(class_names, str) or not all(
-            isinstance(name, str) for name in class_names
-        ):
-            raise ValueError(
-                "`class_names` must be a list of strings, one per class; received "
-                f"class_names={class_names!r}."
-            )
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"`class_names` must name each of the {num_classes} classes; "
-                f"received {len(class_names)} names."
-            )
+    check_input_shape(input_shape)
+    check_class_names(class_names, num_classes)
+
+
+def check_class_names(class_names, num_classes):
+    if class_names is None:
+        return
+    if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
+        raise ValueError(
+            "`class_names` must be a list of strings, one per class; received "
+            f"class_names={class_names!r}."
+        )
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must name each of the {num_classes} classes; "
+            f"received {len(class_names)} names."
+        )
