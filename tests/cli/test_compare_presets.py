@@ -93,3 +93,43 @@ def test_quick_run_on_two_model_files(tmp_path, small_data_dir, capsys):
     assert report["classification"]["model"]["count"] == 200
     assert readme.read_text() == f"{compare.START_MARKER}\n{compare.END_MARKER}\n"  # --quick
     assert "- Accuracy" in capsys.readouterr().out
+
+
+def test_model_reference_reads_bare_names_as_presets(tmp_path):
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"")
+    assert compare.model_reference("cifar10-att3-w0125") == "preset:cifar10-att3-w0125"
+    assert compare.model_reference("preset:cifar10-vgg-w0125") == "preset:cifar10-vgg-w0125"
+    assert compare.model_reference(str(path)) == str(path)  # An existing path stays one.
+    assert compare.model_reference(str(tmp_path)) == str(tmp_path)
+
+
+@pytest.mark.slow
+def test_bare_preset_names_rewrite_the_readme_block(tmp_path, small_data_dir, capsys):
+    attention, baseline = "cifar10-att3-w0125", "cifar10-vgg-w0125"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{compare.START_MARKER}\nold table\n{compare.END_MARKER}\n\nEnd.\n")
+    out = tmp_path / "docs" / "results"
+    code = compare.main([
+        attention, baseline, "--data-root", str(small_data_dir), "--output-dir", str(out),
+        "--readme", str(readme), "--fgsm-limit", "8",
+    ])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["model"]["source"] == f"preset:{attention}"
+    assert report["models"]["baseline"]["source"] == f"preset:{baseline}"
+    test_images = sum(1 for p in (small_data_dir / "cifar10" / "test").rglob("*") if p.is_file())
+    assert report["classification"]["model"]["count"] == test_images  # Not --quick.
+
+    text = readme.read_text()
+    assert text.startswith(f"# Title\n\n{compare.START_MARKER}\n")
+    assert text.endswith(f"{compare.END_MARKER}\n\nEnd.\n") and "old table" not in text
+    assert text.count(compare.START_MARKER) == 1 == text.count(compare.END_MARKER)
+    assert f"compare_presets.py {attention} {baseline}`" in text
+    accuracy = [100 * report["classification"][n]["accuracy"] for n in ("model", "baseline")]
+    assert f"| top-1 accuracy (%) | {accuracy[0]:.1f} | {accuracy[1]:.1f} |" in text
+    # Every image the block shows is where its relative link points.
+    links = [line.split("](", 1)[1].split(")", 1)[0] for line in text.splitlines() if "](" in line]
+    assert "docs/results/attention_overlays_000.png" in links
+    assert links and all((tmp_path / link).is_file() for link in links), links
+    assert capsys.readouterr().out.splitlines()[-4:] == compare.verdicts(report)

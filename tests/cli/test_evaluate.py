@@ -187,3 +187,54 @@ def test_cli_process_exits_2_on_a_bad_mask_folder(saved_models, tmp_path):
     )
     assert result.returncode == 2
     assert str(tmp_path / "rgb") in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_tfds_split_and_svm_c_reach_the_evaluations(
+    saved_models, small_data_dir, tmp_path, capsys, monkeypatch
+):
+    import tensorflow_datasets as tfds
+
+    from keras_ltpa.data import sources
+
+    # mock_data prepares nothing and downloads nothing: no host to ask.
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
+    from keras_ltpa.data import pipelines
+
+    asked = []
+    load_dataset = pipelines.load_dataset
+
+    def recording_load(split, *args, **kwargs):
+        asked.append((split, kwargs.get("dataset")))
+        return load_dataset(split, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines, "load_dataset", recording_load)
+    report_dir = tmp_path / "report"
+    with tfds.testing.mock_data(num_examples=10):
+        code = evaluate_cli.main([
+            "--model", str(saved_models / "att.keras"),
+            "--baseline", str(saved_models / "noatt.keras"),
+            "--dataset", "cifar10", "--split", "train", "--limit", "6",
+            "--transfer", str(_caltech_like_folder(tmp_path / "caltech", small_data_dir)),
+            "--svm-c", "0.25", "--report-dir", str(report_dir),
+        ])
+    assert code == 0, capsys.readouterr().err
+    assert ("train", "cifar10") in asked and ("test", "cifar10") not in asked
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["classification"]["model"]["count"] == 6
+    for name in ("model", "baseline"):
+        assert "LinearSVC(C=0.25," in report["transfer"][name]["classifier"]
+
+
+def test_class_names_flag_names_the_grad_cam_class(saved_models, small_data_dir, tmp_path, capsys):
+    names = ",".join(f"c{i}" for i in range(10))
+    common = [
+        "--model", str(saved_models / "att.keras"), "--baseline", str(saved_models / "noatt.keras"),
+        "--localization", str(small_data_dir / "weizmann_horse"), "--mask-limit", "1",
+        "--cam-class", "c7", "--output", str(tmp_path / "results.json"),
+    ]
+    assert evaluate_cli.main(common + ["--class-names", names]) == 0, capsys.readouterr().err
+    # Without the flag, "c7" names no class of the model (it records none).
+    capsys.readouterr()
+    assert evaluate_cli.main(common) == 2
+    assert "--cam-class 'c7'" in capsys.readouterr().err

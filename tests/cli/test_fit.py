@@ -174,7 +174,11 @@ def test_the_readme_command_offline_fails_fast_in_one_line(tmp_path):
     assert elapsed < 90, elapsed
 
 
-def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsys):
+def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsys, monkeypatch):
+    from keras_ltpa.data import sources
+
+    # mock_data downloads nothing: no network check before it.
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
     run_dir = tmp_path / "run"
     argv = [
         "--dataset", "cifar10", "--output-dir", str(run_dir), "--epochs", "2",
@@ -189,6 +193,10 @@ def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsy
         assert fit.main(argv) == 0
         again = capsys.readouterr().out.strip().splitlines()
 
+    # On a CPU, one estimate of the run's time after the first steps.
+    estimates = [line for line in out if line.startswith("estimated ")]
+    assert len(estimates) == 1 and "min per epoch" in estimates[0], out
+    out = [line for line in out if line not in estimates]
     assert out[0].startswith("epoch 1/2 - loss ") and out[1].startswith("epoch 2/2 - ")
     for name in (
         "config.json", "history.csv", "metrics.json", "model.keras",
@@ -502,3 +510,75 @@ def test_budget_recipe_warms_up_decays_and_smooths(tiny_cifar_folder, tmp_path, 
     argv_override = argv[:3] + [str(tmp_path / "run2")] + argv[4:] + ["--label-smoothing", "0"]
     assert fit.main(argv_override) == 0
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["label_smoothing"] == 0.0
+
+
+@pytest.mark.slow
+def test_precision_auto_records_its_choice_and_trains_with_it(tiny_cifar_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = [
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "1", "--no-export", "--no-tensorboard",
+        "--overlay-images", "0", "--verbose", "0", "--precision", "auto",
+    ] + TINY
+    assert fit.main(argv) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    choice = config["precision_choice"]
+    assert choice["requested"] == "auto" and choice["purpose"] == "training"
+    assert choice["how"] in ("measured", "gpu capability"), choice
+    assert choice["policy"] == config["precision_policy"]
+    assert config["precision_policy"] in ("float32", "mixed_float16", "mixed_bfloat16")
+    if choice["how"] == "measured":  # On a CPU: a bfloat16/float32 speed ratio.
+        assert choice["ratio"] > 0 and choice["gpu_compute_capability"] is None
+        # The verdict went to the tests' temporary cache, not the user's.
+        cache = os.environ["KERAS_LTPA_CACHE_DIR"]
+        assert any(files for _, _, files in os.walk(cache))
+    # The model was trained and saved under the recorded policy.
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    assert model.dtype_policy.name == config["precision_policy"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="torch.compile takes minutes for this model on a CPU"
+)
+def test_jit_compile_on_trains_a_compiled_model(tiny_cifar_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = [
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "1", "--no-export", "--no-tensorboard",
+        "--overlay-images", "0", "--verbose", "0", "--precision", "float32",
+        "--width", "0.0625", "--batch-size", "8", "--seed", "0", "--jit-compile", "on",
+    ]
+    assert fit.main(argv) == 0
+    assert json.loads((run_dir / "config.json").read_text())["jit_compile"] == "on"
+    # XLA on TensorFlow's CPU too, where "auto" would not compile.
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert model.jit_compile is True
+    assert np.isfinite(float(runs.read_history(run_dir / "history.csv")[0]["loss"]))
+
+
+@pytest.mark.slow
+def test_tfds_data_dir_is_where_tfds_looks(tmp_path, capsys, monkeypatch):
+    from keras_ltpa.data import sources
+
+    # mock_data prepares nothing and downloads nothing: no host to ask.
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
+    asked = []
+    with tfds.testing.mock_data(num_examples=16):
+        builder = tfds.builder
+
+        def recording_builder(name, *args, **kwargs):
+            asked.append((name, kwargs.get("data_dir")))
+            return builder(name, *args, **kwargs)
+
+        monkeypatch.setattr(tfds, "builder", recording_builder)
+        run_dir, tfds_dir = tmp_path / "run", tmp_path / "tfds"
+        assert fit.main([
+            "--dataset", "cifar10", "--tfds-data-dir", str(tfds_dir), "--output-dir", str(run_dir),
+            "--epochs", "1", "--steps-per-epoch", "1", "--limit", "8", "--test-limit", "8",
+            "--overlay-images", "0", "--no-export", "--no-tensorboard", "--verbose", "0",
+            "--precision", "float32",
+        ] + TINY) == 0
+    assert asked and set(asked) == {("cifar10", str(tfds_dir))}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["tfds_data_dir"] == str(tfds_dir) and config["dataset"] == "cifar10"

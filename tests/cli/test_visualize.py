@@ -127,3 +127,46 @@ def test_cli_process_exits_2_naming_the_bad_file(saved_model, tmp_path):
     assert result.returncode == 2
     assert "labels.csv" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_on_a_tfds_split_with_another_colour_map(saved_model, tmp_path, capsys, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from keras_ltpa.data import sources
+
+    # mock_data prepares nothing and downloads nothing: no host to ask.
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
+    from keras_ltpa.data import pipelines
+
+    asked = []
+    load_dataset = pipelines.load_dataset
+
+    def recording_load(split, *args, **kwargs):
+        asked.append((split, kwargs.get("dataset")))
+        return load_dataset(split, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines, "load_dataset", recording_load)
+    grids = {}
+    with tfds.testing.mock_data(num_examples=6):
+        for cmap in ("jet", "gray"):
+            code = visualize_cli.main([
+                "--model", str(saved_model), "--dataset", "cifar10", "--split", "train",
+                "--num-images", "3", "--tile-size", "32", "--cmap", cmap,
+                "--output", str(tmp_path / cmap),
+            ])
+            assert code == 0
+            (path,) = capsys.readouterr().out.split()
+            assert os.path.dirname(path) == str(tmp_path / cmap)
+            grids[cmap] = np.asarray(Image.open(path)).astype(int)
+        code = visualize_cli.main([
+            "--model", str(saved_model), "--dataset", "cifar10", "--num-images", "3",
+            "--cmap", "no_such_map", "--output", str(tmp_path / "bad"),
+        ])
+    assert code == 2 and "no_such_map" in capsys.readouterr().err
+    assert asked[:2] == [("train", "cifar10")] * 2
+    # The same images, layout and captions; only the maps' colours differ.
+    assert grids["jet"].shape == grids["gray"].shape
+    differ = np.any(grids["jet"] != grids["gray"], axis=-1)
+    assert differ.any()
+    # The image column (the first tile of each row) is the same in both.
+    assert not differ[:, :32].any()

@@ -1,6 +1,7 @@
 """Distributed training: strategy choice, TF MirroredStrategy and JAX
 DataParallel against one device, two JAX processes through the CLI, resume
-after SIGKILL under MirroredStrategy.
+after SIGKILL under MirroredStrategy, and a `.keras` file saved under
+MirroredStrategy that keeps its optimizer state on one device.
 
 Device counts are fixed when a backend starts, so every run on several
 devices is a subprocess: TensorFlow splits its CPU into 2 logical devices
@@ -301,8 +302,11 @@ def _check_two_devices_match_one(tmp_path, env, engine):
     assert result["replicas"] == 2 and result["engine"] == engine
     assert result["frozen_max_update"] > 100 * FROZEN_ATOL
     assert result["frozen_max_diff"] < FROZEN_ATOL, result
-    # Its .keras file loads and predicts on one device (this process).
-    model = keras.saving.load_model(tmp_path / "distributed.keras")
+    # Its .keras file loads and predicts on one device (this process). Not
+    # compiled: its batch norm was frozen by hand, which the model's config
+    # does not record, so the reloaded optimizer would expect slots for it
+    # (the optimizer state round trip is tested below, on a model as built).
+    model = keras.saving.load_model(tmp_path / "distributed.keras", compile=False)
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(
         model.predict(images, verbose=0),
@@ -455,3 +459,89 @@ def test_two_jax_processes_resume_from_the_chief_s_backup(tiny_cifar_folder, tmp
     assert codes[0] != 0 and codes[1] != 0
     for output in outputs:
         assert "The processes see different backups" in output, output[-3000:]
+
+
+# Trains a tiny model 2 steps under `resolve_distribution("mirrored")` on 2
+# devices, saves it as a run does (`runs.save_model`), and writes the
+# optimizer's variables (by path) and the batch of the next step. argv:
+# output folder.
+MIRRORED_SAVE_SCRIPT = r'''
+import os, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from keras_ltpa import build_model
+from keras_ltpa.train import distribution as ltpa_distribution
+from keras_ltpa.train import losses, optimizers, runs
+
+out = sys.argv[1]
+distribution = ltpa_distribution.resolve_distribution("mirrored")
+assert distribution.num_replicas == 2
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 10, 24).astype("int32")
+with distribution.scope():
+    keras.utils.set_random_seed(0)
+    model = build_model(10, width_multiplier=0.0625)
+    optimizer = optimizers.make_optimizer(100, learning_rate=0.05)
+    losses.compile_model(model, optimizer, jit_compile="off")
+    data = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
+    model.fit(data, epochs=1, verbose=0, shuffle=False)
+runs.save_model(model, os.path.join(out, "mirrored.keras"))
+np.savez(os.path.join(out, "optimizer.npz"),
+         **{v.path: np.asarray(v.numpy()) for v in optimizer.variables})
+np.savez(os.path.join(out, "next_batch.npz"), x=images[16:], y=labels[16:])
+'''
+
+
+def _optimizer_state(model):
+    return {v.path: np.asarray(v.numpy()) for v in model.optimizer.variables}
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+def test_mirrored_keras_file_keeps_the_optimizer_state_on_one_device(tmp_path):
+    import warnings
+
+    import keras_ltpa.train.optimizers  # noqa: F401  (registers the optimizer)
+
+    _run_script(tmp_path, MIRRORED_SAVE_SCRIPT, [tmp_path], _env(KERAS_BACKEND="tensorflow"))
+    saved = dict(np.load(tmp_path / "optimizer.npz"))
+    momenta = sorted(path for path in saved if path.endswith("_momentum"))
+    # SGD keeps one momentum per trainable weight, and 2 steps were taken.
+    assert len(momenta) == len(saved) - 1 and len(momenta) > 30
+    assert int(saved["coupled_weight_decay_sgd/iteration"]) == 2
+    assert all(np.any(saved[path] != 0) for path in momenta)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "Skipping variable loading"
+        model = keras.saving.load_model(tmp_path / "mirrored.keras")
+    state = _optimizer_state(model)
+    assert sorted(state) == sorted(saved)
+    for path, value in saved.items():
+        np.testing.assert_array_equal(state[path], value, err_msg=path)
+
+    # One more step continues from those slots: v1 = 0.9 v0 - lr g', where
+    # the same step from zeroed slots gives -lr g' alone.
+    batch = np.load(tmp_path / "next_batch.npz")
+    fresh = keras.saving.load_model(tmp_path / "mirrored.keras")
+    for variable in fresh.optimizer.variables:
+        if variable.path.endswith("_momentum"):
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    model.train_on_batch(batch["x"], batch["y"])
+    fresh.train_on_batch(batch["x"], batch["y"])
+    after, alone = _optimizer_state(model), _optimizer_state(fresh)
+    assert int(after["coupled_weight_decay_sgd/iteration"]) == 3
+    momentum = model.optimizer.momentum
+    for path in momenta:
+        expected = momentum * saved[path] + alone[path]
+        scale = np.max(np.abs(expected)) + np.max(np.abs(alone[path]))
+        # One float32 multiply-add apart: a few units of rounding.
+        np.testing.assert_allclose(
+            after[path], expected, rtol=0, atol=8 * np.finfo(np.float32).eps * scale,
+            err_msg=path,
+        )
+        assert np.max(np.abs(after[path] - alone[path])) > 0.1 * np.max(np.abs(saved[path]))

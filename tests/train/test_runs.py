@@ -1,11 +1,13 @@
 """The run directory: finding a run's model and class names, the resume guard."""
 
+import dataclasses
 import json
 
 import pytest
 
 from keras_ltpa import build_model
 from keras_ltpa.train import runs
+from keras_ltpa.train.config import TrainingConfig
 
 
 def test_find_model_file_looks_where_training_writes(tmp_path):
@@ -69,3 +71,32 @@ def test_check_resume_refuses_another_model(tmp_path):
     runs.check_resume(tmp_path, dict(settings, variant="noatt"))
     with pytest.raises(ValueError, match="variant='noatt'"):
         runs.check_resume(tmp_path, dict(settings, variant="att3-concat-pc"))
+
+
+# A run of width 1/16, dropout 0.5, 32x32 images and two classes, as its
+# config.json records it; each case resumes it with one of those changed.
+RUN_SETTINGS = dict(
+    dataclasses.asdict(TrainingConfig()),
+    width_multiplier=0.0625, dropout=0.5, image_size=32, class_names=["cat", "dog"],
+)
+
+
+@pytest.mark.parametrize(
+    "key, other",
+    [
+        ("width_multiplier", 0.125),
+        ("dropout", 0.0),
+        ("image_size", 64),
+        ("class_names", ["dog", "cat"]),  # The same classes, another order.
+    ],
+)
+def test_check_resume_refuses_another_model_setting(tmp_path, key, other):
+    (tmp_path / runs.CONFIG_FILE).write_text(json.dumps(RUN_SETTINGS))
+    runs.check_resume(tmp_path, dict(RUN_SETTINGS))  # Same settings: resumes.
+    # Settings that do not change the model may change.
+    runs.check_resume(tmp_path, dict(RUN_SETTINGS, epochs=RUN_SETTINGS["epochs"] + 1))
+    with pytest.raises(ValueError) as error:
+        runs.check_resume(tmp_path, dict(RUN_SETTINGS, **{key: other}))
+    message = str(error.value)
+    assert f"{key}={RUN_SETTINGS[key]!r}" in message and f"{key}={other!r}" in message
+    assert str(tmp_path) in message and "--output-dir" in message

@@ -1,0 +1,84 @@
+"""training/make_preset.py on a tiny finished run: the preset folder it
+writes, its metadata against the run's own files, and a run it refuses."""
+
+import io
+import json
+import pathlib
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from keras_ltpa.model import load_model_file
+from tests.conftest import load_script
+from tests.conftest import run_fit as fit
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+make_preset = load_script(REPO_ROOT / "training" / "make_preset.py", "make_preset_cli")
+COMMAND = "python training/fit.py --epochs 1 (tiny)"
+
+
+@pytest.mark.slow
+def test_make_preset_writes_a_preset_of_the_finished_run(tiny_cifar_folder, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert fit.main([
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "1", "--width", "0.0625", "--batch-size", "4",
+        "--seed", "0", "--precision", "float32", "--jit-compile", "off", "--no-export",
+        "--no-tensorboard", "--overlay-images", "0", "--verbose", "0",
+    ]) == 0
+    presets_dir = tmp_path / "presets"
+    presets_dir.mkdir()
+    capsys.readouterr()
+    code = make_preset.main([
+        str(run_dir), "--name", "tiny-run", "--command", COMMAND,
+        "--subset-data-dir", str(tiny_cifar_folder), "--presets-dir", str(presets_dir),
+        "--code-version", "test", "--wall-time-s", "12.5", "--description", "a tiny run",
+    ])
+    assert code == 0, capsys.readouterr().err
+    folder = presets_dir / "tiny-run"
+    assert capsys.readouterr().out.strip() == str(folder)
+    assert sorted(p.name for p in presets_dir.iterdir()) == ["tiny-run"]  # No temporaries.
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.keras"]
+
+    preset = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    trained = load_model_file(run_dir / "model.keras")
+    for ours, theirs in zip(preset.get_weights(), trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # Shipped uncompiled: no optimizer, no optimizer state.
+    assert getattr(preset, "optimizer", None) is None
+    with zipfile.ZipFile(folder / "model.keras") as archive:
+        assert json.loads(archive.read("config.json")).get("compile_config") is None
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+            assert "optimizer" not in weights
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metadata["name"], metadata["description"]) == ("tiny-run", "a tiny run")
+    assert metadata["dataset"] == str(tiny_cifar_folder)
+    assert metadata["width_multiplier"] == 0.0625 and metadata["input_shape"] == [32, 32, 3]
+    assert metadata["class_names"] == ["airplane", "cat", "ship"]  # The folder's classes.
+    assert metadata["test_accuracy"] == metrics["accuracy"]
+    assert metadata["training"]["command"] == COMMAND
+    assert metadata["training"]["wall_time_s"] == 12.5 and metadata["code_version"] == "test"
+    assert metadata["training"]["seed"] == 0 and metadata["epochs"] == 1
+    assert metadata["training"]["settings"]["variant"] == config["variant"]
+    # The subset is the whole test split here (4 images of 3 classes), which
+    # the run itself evaluated: the same model scores the same.
+    subset = metadata["subset"]
+    assert subset["count"] == 12 == metrics["test_examples"]
+    assert subset["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_make_preset_refuses_an_unfinished_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"variant": "att3-concat-pc"}))
+    code = make_preset.main([
+        str(tmp_path), "--name", "x", "--command", COMMAND,
+        "--subset-data-dir", str(tmp_path), "--presets-dir", str(tmp_path),
+    ])
+    assert code != 0
+    assert "is not a finished run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
