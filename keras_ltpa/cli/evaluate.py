@@ -311,7 +311,9 @@ def evaluate(args):
     sources = {"model": args.model, "baseline": args.baseline}
     results = {"models": {name: describe_model(m, sources[name]) for name, m in models.items()}}
     if args.dataset or args.data_dir:
-        class_names = score_accuracy(args, models, results)
+        dataset_class_names = score_accuracy(args, models, results)
+        # --class-names first (as its help says), then the dataset's.
+        class_names = args.class_names or dataset_class_names
     if args.localization:
         score_localization(args, models, class_names, results)
     if args.transfer:
