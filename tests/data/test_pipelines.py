@@ -166,7 +166,11 @@ def test_images_of_other_sizes_are_resized(tmp_path, small_data_dir):
     assert min(errors) < 3.0
 
 
-def test_tfds_pipeline_with_mock_data():
+def test_tfds_pipeline_with_mock_data(monkeypatch):
+    from keras_ltpa.data import sources
+
+    # mock_data downloads nothing: no download hosts to ask first.
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
     with tfds.testing.mock_data(num_examples=20):
         train, class_names = data.load_dataset(
             "train", dataset="cifar10", batch_size=8, training=True, seed=0
@@ -244,6 +248,26 @@ def test_tfds_download_failure_is_one_clear_error(monkeypatch):
     message = str(error.value)
     assert "'cifar10'" in message and "ConnectionError" in message
     assert "--data-dir" in message and "\n" not in message
+
+
+def test_download_hosts_check_asks_each_host_then_names_them(monkeypatch):
+    import requests
+
+    from keras_ltpa.data import sources
+
+    asked = []
+
+    def head(url, timeout):
+        asked.append((url, timeout))
+        raise requests.ConnectionError("no route")
+
+    monkeypatch.setattr(requests, "head", head)
+    with pytest.raises(ConnectionError, match="no network: none of https://a.example, https://b.example"):
+        sources._check_download_hosts(("https://a.example", "https://b.example"), timeout=3)
+    assert asked == [("https://a.example", 3), ("https://b.example", 3)]
+    # One host answering is enough.
+    monkeypatch.setattr(requests, "head", lambda url, timeout: url == "https://b.example" or head(url, timeout))
+    sources._check_download_hosts(("https://a.example", "https://b.example"), timeout=3)
 
 
 def test_unknown_tfds_name():
