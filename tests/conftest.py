@@ -389,3 +389,23 @@ def relative_to_peak(outputs, reference):
     reference = np.asarray(reference, "float64").reshape(len(reference), -1)
     outputs = np.asarray(outputs, "float64").reshape(reference.shape)
     return float((np.abs(outputs - reference).max(axis=1) / np.abs(reference).max(axis=1)).max())
+
+
+@pytest.fixture
+def recorded_tfds_loads(monkeypatch):
+    """A `(split, dataset)` list of every `load_dataset` call, for CLI tests
+    run under `tfds.testing.mock_data` (which downloads nothing, so the
+    download-host check is off)."""
+    from keras_ltpa.data import pipelines
+    from keras_ltpa.data import sources
+
+    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
+    asked = []
+    load_dataset = pipelines.load_dataset
+
+    def recording_load(split, *args, **kwargs):
+        asked.append((split, kwargs.get("dataset")))
+        return load_dataset(split, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines, "load_dataset", recording_load)
+    return asked

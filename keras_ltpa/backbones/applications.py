@@ -9,7 +9,6 @@ scratch, they are built without them (`include_preprocessing=False`) and the
 model's pixel statistics take their place, so nothing is done twice.
 """
 
-import os
 
 import keras
 
@@ -58,15 +57,8 @@ def application_preprocessing(name):
 def check_application_weights(weights):
     """`weights` of a keras.applications backbone: "imagenet" (the default,
     for None), "none", or the path of a weights file."""
-    if weights is None:
-        return "imagenet"
-    if weights in APPLICATION_WEIGHTS:
-        return weights
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        return os.fspath(weights)
-    raise ValueError(
-        "`weights` of a keras.applications backbone must be 'imagenet', 'none' or "
-        f"the path of a weights file; received weights={weights!r} (no such file)."
+    return downloads.check_weights(
+        weights, APPLICATION_WEIGHTS, "keras.applications", "'imagenet', 'none'"
     )
 
 

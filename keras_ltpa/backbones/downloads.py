@@ -10,6 +10,7 @@ given a short socket timeout) and turns a failed download into
 """
 
 import contextlib
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -77,3 +78,29 @@ def download_guard(what, url):
         raise ValueError(offline_message(what, f"{url} unreachable: {reason}")) from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def check_weights(weights, named, family, meanings):
+    """`weights` of a backbone family: None (the first of `named`), one of
+    `named`, or the path of an existing weights file.
+
+    Args:
+        weights: the argument as given.
+        named: the names the family accepts, its default first.
+        family: the family, for the message (e.g. "keras.applications").
+        meanings: how the message describes the names
+            (e.g. "'imagenet', 'none'").
+
+    Returns:
+        The name, or the path as a string.
+    """
+    if weights is None:
+        return named[0]
+    if weights in named:
+        return weights
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        return os.fspath(weights)
+    raise ValueError(
+        f"`weights` of a {family} backbone must be {meanings} or the path of a "
+        f"weights file; received weights={weights!r} (no such file)."
+    )

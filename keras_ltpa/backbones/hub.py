@@ -54,16 +54,8 @@ def is_hub_preset(backbone):
 def check_hub_weights(weights):
     """`weights` of a keras-hub backbone: "preset" (its own; the default, for
     None), "none" (random, from its config) or a weights file path."""
-    if weights is None:
-        return "preset"
-    if weights in HUB_WEIGHTS:
-        return weights
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        return os.fspath(weights)
-    raise ValueError(
-        "`weights` of a keras-hub backbone must be 'preset' (its own), 'none' "
-        f"(random) or the path of a weights file; received weights={weights!r} "
-        "(no such file)."
+    return downloads.check_weights(
+        weights, HUB_WEIGHTS, "keras-hub", "'preset' (its own), 'none' (random)"
     )
 
 

@@ -191,24 +191,11 @@ def test_cli_process_exits_2_on_a_bad_mask_folder(saved_models, tmp_path):
 
 @pytest.mark.slow
 def test_tfds_split_and_svm_c_reach_the_evaluations(
-    saved_models, small_data_dir, tmp_path, capsys, monkeypatch
+    saved_models, small_data_dir, tmp_path, capsys, recorded_tfds_loads
 ):
     import tensorflow_datasets as tfds
 
-    from keras_ltpa.data import sources
-
-    # mock_data prepares nothing and downloads nothing: no host to ask.
-    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
-    from keras_ltpa.data import pipelines
-
-    asked = []
-    load_dataset = pipelines.load_dataset
-
-    def recording_load(split, *args, **kwargs):
-        asked.append((split, kwargs.get("dataset")))
-        return load_dataset(split, *args, **kwargs)
-
-    monkeypatch.setattr(pipelines, "load_dataset", recording_load)
+    asked = recorded_tfds_loads
     report_dir = tmp_path / "report"
     with tfds.testing.mock_data(num_examples=10):
         code = evaluate_cli.main([

@@ -129,23 +129,10 @@ def test_cli_process_exits_2_naming_the_bad_file(saved_model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_on_a_tfds_split_with_another_colour_map(saved_model, tmp_path, capsys, monkeypatch):
+def test_cli_on_a_tfds_split_with_another_colour_map(saved_model, tmp_path, capsys, recorded_tfds_loads):
     import tensorflow_datasets as tfds
 
-    from keras_ltpa.data import sources
-
-    # mock_data prepares nothing and downloads nothing: no host to ask.
-    monkeypatch.setattr(sources, "_check_download_hosts", lambda: None)
-    from keras_ltpa.data import pipelines
-
-    asked = []
-    load_dataset = pipelines.load_dataset
-
-    def recording_load(split, *args, **kwargs):
-        asked.append((split, kwargs.get("dataset")))
-        return load_dataset(split, *args, **kwargs)
-
-    monkeypatch.setattr(pipelines, "load_dataset", recording_load)
+    asked = recorded_tfds_loads
     grids = {}
     with tfds.testing.mock_data(num_examples=6):
         for cmap in ("jet", "gray"):
