@@ -8,7 +8,6 @@ preprocessing live in `keras_ltpa.backbones`.
 Reference: Jetley, Lord, Lee, Torr. "Learn To Pay Attention". ICLR 2018.
 """
 
-import contextlib
 import os
 import re
 
@@ -17,6 +16,7 @@ import keras
 from keras_ltpa import backbones
 from keras_ltpa import heads
 from keras_ltpa.backbones.preprocessing import pixel_statistics
+from keras_ltpa.utils.scopes import dtype_policy_scope
 from keras_ltpa.variants import check_head_arguments
 from keras_ltpa.variants import parse_variant
 from keras_ltpa.variants import variant_name
@@ -138,7 +138,7 @@ class AttentionClassifier(keras.Model):
                              attention_position=attention_position, width_multiplier=width_multiplier,
                              dropout=dropout, **head)
         # === Functional Model ===
-        with _dtype_policy(dtype):
+        with dtype_policy_scope(dtype):
             resolved = backbones.resolve_backbone(
                 backbone, backbone_weights, preprocessing, input_shape, backbone_name
             )
@@ -208,19 +208,6 @@ class AttentionClassifier(keras.Model):
         with backbones.architecture_only():
             return cls(**config)
 
-
-@contextlib.contextmanager
-def _dtype_policy(name):
-    """Builds layers under the dtype policy `name` (None: the current one)."""
-    if name is None:
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def build_model(
