@@ -168,7 +168,10 @@ class AttentionClassifier(keras.Model):
         if backbone_trainable != "all":  # Recorded by the call.
             backbones.finetune.set_backbone_trainable(self, backbone_trainable)
         self._backbone = resolved
-        self.backbone_name = resolved.name
+        # A given model is named by its own name, also once rebuilt from a
+        # saved config (where it is recognised as, e.g., a keras-hub class).
+        given = resolved.source is None and resolved.model is not None
+        self.backbone_name = resolved.model.name if given else resolved.name
         self.attention_layers, self.global_layer = taps
         values = dict(
             num_classes=num_classes, image_shape=input_shape, backbone_source=resolved.source,
@@ -207,6 +210,64 @@ class AttentionClassifier(keras.Model):
         # (nothing is downloaded again).
         with backbones.architecture_only():
             return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset):
+        """A trained classifier from a preset, loaded in safe mode.
+
+        Args:
+            preset: a built-in preset name (`keras_ltpa.list_presets()`;
+                `preset:` prefix allowed), a local preset folder (keras-hub's
+                layout, or the first layout: `model.keras` +
+                `metadata.json`), or a model hub handle: `hf://OWNER/NAME`,
+                `kaggle://OWNER/MODEL/keras/VARIATION[/VERSION]`.
+
+        Returns:
+            An `AttentionClassifier`, not compiled.
+
+        Raises:
+            ValueError: one line naming an unknown preset, a missing or
+                corrupt file, or a handle that cannot be downloaded.
+
+        Example:
+        >>> model = AttentionClassifier.from_preset("cifar10-att3-w0125")
+        >>> describe(model)["variant"]
+        'att3-concat-pc'
+
+        Reference: keras-hub's `from_preset` and preset layout.
+        """
+        from keras_ltpa import presets
+
+        return presets.from_preset(preset)
+
+    def save_to_preset(self, preset_dir, metadata=None):
+        """Saves the classifier as a preset folder in keras-hub's layout.
+
+        Writes `config.json` (the constructor arguments, nested backbone
+        included), `model.weights.h5` and `metadata.json` (keras-hub's keys
+        and ours: variant, backbone, input shape, class names, ... and
+        `metadata`) into a temporary folder beside `preset_dir`, renamed into
+        place once complete. Always float32 and without optimizer state.
+        `keras_hub.upload_preset(handle, preset_dir)` publishes the folder.
+
+        Args:
+            preset_dir: the folder to write.
+            metadata: optional dict of further top-level metadata entries
+                (dataset, recipe, accuracy, command, ...).
+
+        Returns:
+            `preset_dir` as an absolute path.
+
+        Example:
+        >>> import os, tempfile
+        >>> model = build_model(10, width_multiplier=0.0625)
+        >>> folder = model.save_to_preset(os.path.join(tempfile.mkdtemp(), "mine"))
+        >>> AttentionClassifier.from_preset(folder).count_params() == model.count_params()
+        True
+        """
+        from keras_ltpa import presets
+
+        return presets.save_to_preset(self, preset_dir, metadata)
 
 
 

@@ -1,10 +1,11 @@
 """Turn a finished training run into a preset shipped with the package.
 
-Writes `keras_ltpa/presets/<name>/` (model.keras without optimizer state,
-metadata.json): the run's dataset, variant, width, input size, class names,
-test accuracy, wall time and settings, the training command, the code
-version, and the accuracy on the fixed 2,000-image subset of
-`--subset-data-dir`'s test split that the tests reproduce:
+Writes `keras_ltpa/presets/<name>/` in keras-hub's layout (config.json,
+model.weights.h5 in float32 without optimizer state, metadata.json): beside
+keras-hub's keys, the run's dataset, variant, backbone, width, input size,
+class names, recipe, test accuracy, wall time and settings, the training
+command, the code version, and the accuracy on the fixed 2,000-image subset
+of `--subset-data-dir`'s test split that the tests reproduce:
 
     python training/make_preset.py runs/presets/cifar10-att3-w0125 \\
         --name cifar10-att3-w0125 --subset-data-dir ../shared/data/cifar10 \\
@@ -78,6 +79,7 @@ def main(argv=None):
             "description": args.description,
             "dataset": config.get("data_dir") or config.get("dataset"),
             "variant": facts["variant"],
+            "backbone": facts["backbone"],
             "width_multiplier": facts["width_multiplier"],
             "input_shape": list(facts["input_shape"]),
             "class_names": facts["class_names"],
@@ -91,6 +93,7 @@ def main(argv=None):
             },
             "epochs": config.get("epochs"),
             "recipe": config.get("recipe"),
+            "command": args.command,
             "training": {
                 "command": args.command,
                 "wall_time_s": args.wall_time_s,

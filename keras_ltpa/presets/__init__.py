@@ -1,34 +1,50 @@
-"""Trained models shipped inside the package, loadable without a download.
+"""Presets in keras-hub's layout: built-in, in a local folder, or on a model hub.
 
-Each preset is a folder beside this file, in the keras-hub manner but
-offline:
+A preset is a folder, as keras-hub writes and reads them:
 
-    keras_ltpa/presets/<name>/
-        model.keras       the model's config and weights (no optimizer state)
-        metadata.json     dataset, variant, width, input size, class names,
-                          test accuracy, the accuracy on a fixed subset, the
-                          training command, wall time and code version
+    <name>/
+        config.json        the model's constructor arguments, serialized
+                           (`keras.saving.serialize_keras_object`)
+        model.weights.h5   its weights, float32, no optimizer state
+        metadata.json      keras-hub's keys (keras_version, keras_hub_version,
+                           parameter_count, date_saved, tasks) and ours:
+                           name, description, dataset, variant, backbone,
+                           width_multiplier, input_shape, class_names,
+                           recipe, test accuracy, the accuracy on a fixed
+                           subset, command, training settings, code version
+
+`keras_ltpa.AttentionClassifier.from_preset(NAME_OR_FOLDER_OR_HANDLE)` loads
+one (a built-in name from `list_presets()`, a local folder, an `hf://` or
+`kaggle://` handle), always in safe mode; `model.save_to_preset(folder)`
+writes one, atomically; `keras_hub.upload_preset(handle, folder)` publishes
+one. A folder of the first layout (`model.keras` + `metadata.json`) still
+loads. The command-line scripts take `--model preset:<name>`; `make_preset`
+builds a built-in one from a finished run (`training/make_preset.py`).
 
 Example:
 >>> import keras_ltpa
 >>> "cifar10-att3-w0125" in keras_ltpa.list_presets()
 True
->>> model = keras_ltpa.load_preset("cifar10-att3-w0125")
+>>> model = keras_ltpa.AttentionClassifier.from_preset("cifar10-att3-w0125")
 >>> model.input_shape
 (None, 32, 32, 3)
 
-The command-line scripts take `--model preset:<name>`. `make_preset` builds
-one from a finished run (`training/make_preset.py`).
+Reference: keras-hub's preset format, https://keras.io/keras_hub/guides/upload/
 """
 
-import json
 import os
-import shutil
-import tempfile
+
+from keras_ltpa.presets import layout
+from keras_ltpa.presets import remote
 
 PRESETS_DIR = os.path.dirname(os.path.abspath(__file__))
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
+CONFIG_FILE = layout.CONFIG_FILE
+WEIGHTS_FILE = layout.WEIGHTS_FILE
+METADATA_FILE = layout.METADATA_FILE
+LEGACY_MODEL_FILE = layout.LEGACY_MODEL_FILE
+PRESET_FILES = layout.PRESET_FILES
+# The file holding a preset's trained weights (was `model.keras` in 0.1).
+MODEL_FILE = WEIGHTS_FILE
 PRESET_PREFIX = "preset:"
 
 # The fixed subset every preset's recorded accuracy is measured on.
@@ -51,7 +67,7 @@ def list_presets():
 
 
 def preset_dir(name):
-    """The folder of preset `name` (a leading `preset:` is allowed).
+    """The folder of built-in preset `name` (a leading `preset:` is allowed).
 
     Raises:
         ValueError: naming an unknown preset and the available ones.
@@ -63,39 +79,31 @@ def preset_dir(name):
     if name.startswith(PRESET_PREFIX):
         name = name[len(PRESET_PREFIX):]
     available = list_presets()
-    folder = os.path.join(PRESETS_DIR, name)
     if name not in available:
         raise ValueError(
             f"Unknown preset {name!r}; available: "
             f"{', '.join(available) if available else 'none'}."
         )
-    return folder
+    return os.path.join(PRESETS_DIR, name)
 
 
 def preset_metadata(name):
-    """The `metadata.json` of preset `name` as a dict.
+    """The `metadata.json` of built-in preset `name` as a dict.
 
     Raises:
-        ValueError: an unknown preset, or a metadata file that is not a
-            JSON object.
+        ValueError: an unknown preset, or a metadata file that is missing or
+            not a JSON object.
 
     Example:
     >>> preset_metadata("cifar10-att3-w0125")["variant"]
     'att3-concat-pc'
     """
-    path = os.path.join(preset_dir(name), METADATA_FILE)
-    try:
-        with open(path, encoding="utf-8") as file:
-            metadata = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Preset {name!r} has a corrupt {METADATA_FILE} ({path}): {error}") from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f"Preset {name!r}: {path} does not hold a JSON object.")
-    return metadata
+    folder = preset_dir(name)
+    return layout.read_metadata(os.path.join(folder, METADATA_FILE), repr(os.path.basename(folder)))
 
 
 def load_preset(name):
-    """The trained model of preset `name`, loaded with `safe_mode=True`.
+    """The trained model of built-in preset `name`, loaded in safe mode.
 
     Args:
         name: a name from `list_presets()` (a leading `preset:` is allowed).
@@ -103,31 +111,88 @@ def load_preset(name):
     Returns:
         A `keras_ltpa.AttentionClassifier` (not compiled), with its class
         names and pixel statistics.
+
+    Example:
+    >>> load_preset("preset:cifar10-vgg-w0125").output_shape
+    (None, 10)
     """
-    from keras_ltpa.model import load_model_file
-
     folder = preset_dir(name)
-    preset_metadata(name)  # a corrupt preset is refused before loading
-    path = os.path.join(folder, MODEL_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"Preset {name!r} is incomplete: {path} is missing.")
-    try:
-        return load_model_file(path)
-    except ValueError as error:
-        raise ValueError(f"Preset {name!r} cannot be loaded from {path}: {error}") from None
+    return layout.read_preset(folder, repr(os.path.basename(folder)))
 
 
-def _write_metadata(path, metadata):
-    from keras_ltpa.utils.files import write_json
+def _local_options():
+    names = ", ".join(list_presets()) or "none"
+    return f"a built-in preset ({names}) or a local preset folder"
 
-    write_json(path, metadata)
+
+def from_preset(preset):
+    """The model of a preset: a built-in name, a local folder or a handle.
+
+    Args:
+        preset: a name from `list_presets()` (`preset:` prefix allowed), a
+            local preset folder (either layout), or a model hub handle:
+            `hf://OWNER/NAME` or
+            `kaggle://OWNER/MODEL/keras/VARIATION[/VERSION]`.
+
+    Returns:
+        A `keras_ltpa.AttentionClassifier` (not compiled), rebuilt from its
+        config with `safe_mode=True`.
+
+    Raises:
+        ValueError: one line naming what is wrong: an unknown name, a
+            missing or corrupt file (named), a config that is not a
+            keras_ltpa classifier, or a handle without network.
+
+    Example:
+    >>> model = from_preset("cifar10-att3-w0125")
+    >>> model.class_names[:2]
+    ['airplane', 'automobile']
+    """
+    if not isinstance(preset, (str, os.PathLike)):
+        raise ValueError(f"`preset` must be a name, a folder or a handle; received {preset!r}.")
+    preset = os.fspath(preset)
+    if remote.is_handle(preset):
+        paths = remote.fetch_files(preset, PRESET_FILES, _local_options())
+        return layout.build_from_files(paths, repr(preset))
+    if os.path.isdir(preset):
+        return layout.read_preset(preset, repr(preset))
+    name = preset[len(PRESET_PREFIX):] if preset.startswith(PRESET_PREFIX) else preset
+    if name in list_presets():
+        return load_preset(name)
+    raise ValueError(
+        f"`preset` must be {_local_options()}, or an hf://OWNER/NAME or "
+        f"kaggle://OWNER/MODEL/keras/VARIATION handle; received {preset!r} (no such folder)."
+    )
+
+
+def save_to_preset(model, folder, metadata=None):
+    """Writes `model` as a preset folder in keras-hub's layout, atomically.
+
+    Args:
+        model: an `AttentionClassifier`; saved in float32, uncompiled.
+        folder: the folder to write (created; a preset already there is
+            replaced once the new one is complete).
+        metadata: further top-level metadata.json entries (dataset, recipe,
+            accuracy, command, ...).
+
+    Returns:
+        `folder`, as an absolute path.
+
+    Example:
+    >>> import tempfile, keras_ltpa
+    >>> model = keras_ltpa.build_model(10, width_multiplier=0.0625)
+    >>> folder = save_to_preset(model, os.path.join(tempfile.mkdtemp(), "tiny"))
+    >>> sorted(os.listdir(folder))
+    ['config.json', 'metadata.json', 'model.weights.h5']
+    """
+    return layout.write_preset(model, folder, metadata)
 
 
 def save_preset(model, name, metadata, presets_dir=None):
-    """Writes preset `name` (model without optimizer + metadata) atomically.
+    """Writes preset `name` into `presets_dir` (default: the package's).
 
-    The folder is built under a temporary name and renamed into place, so
-    an interrupted call leaves no half-written preset.
+    `save_to_preset(model, presets_dir/name, metadata)`: keras-hub's layout,
+    float32, no optimizer, written atomically.
 
     Args:
         model: the trained model (its optimizer is not saved).
@@ -143,30 +208,6 @@ def save_preset(model, name, metadata, presets_dir=None):
     >>> model = keras_ltpa.build_model(10, width_multiplier=0.0625)
     >>> folder = save_preset(model, "tiny", {"name": "tiny"}, tempfile.mkdtemp())
     >>> sorted(os.listdir(folder))
-    ['metadata.json', 'model.keras']
+    ['config.json', 'metadata.json', 'model.weights.h5']
     """
-    from keras_ltpa.utils.files import set_usual_mode
-
-    presets_dir = presets_dir or PRESETS_DIR
-    target = os.path.join(presets_dir, name)
-    temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=presets_dir)
-    try:
-        set_usual_mode(temporary)
-        # Re-created from its config (same class, class names, pixel
-        # statistics) and left uncompiled: the preset carries no optimizer.
-        # Always float32, whatever precision trained it: users pick their
-        # own policy when they load it.
-        config = model.get_config()
-        if "dtype" in config:
-            config["dtype"] = "float32"
-        plain = type(model).from_config(config)
-        plain.set_weights(model.get_weights())
-        plain.save(os.path.join(temporary, MODEL_FILE))
-        _write_metadata(os.path.join(temporary, METADATA_FILE), metadata)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(temporary, target)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return target
+    return save_to_preset(model, os.path.join(os.fspath(presets_dir or PRESETS_DIR), name), metadata)

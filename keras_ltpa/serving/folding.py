@@ -68,15 +68,18 @@ def _conv_batch_norm_pairs(model):
     for name in _keras_history_names(config["output_layers"]):
         consumers[name] += 1
 
+    # The graph's nodes are layers and, where a model applies an op to a
+    # tensor (`x + 3.0` in MobileNetV3's hard sigmoid), bare operations.
+    nodes = {operation.name: operation for operation in functional_view(model).operations}
     pairs = []
     for layer_config in config["layers"]:
-        layer = model.get_layer(layer_config["name"])
+        layer = nodes.get(layer_config["name"])
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
         sources = _keras_history_names(layer_config["inbound_nodes"])
         if calls[layer.name] != 1 or len(sources) != 1:
             continue
-        conv = model.get_layer(sources[0])
+        conv = nodes.get(sources[0])
         if type(conv) not in _FOLDABLE_CONVOLUTIONS:
             continue
         channel_axis = -1 if conv.data_format == "channels_last" else 1

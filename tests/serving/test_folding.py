@@ -60,3 +60,45 @@ def test_fold_leaves_shared_or_activated_convolutions_alone():
 def test_fold_batch_norm_rejects_non_functional():
     with pytest.raises(ValueError, match="functional keras.Model"):
         folding.fold_batch_norm(keras.layers.Dense(2))
+
+
+def test_a_nested_model_with_bare_ops_between_layers_folds():
+    """A backbone nested in the model, with an op applied to a tensor between
+    its layers (as MobileNetV3's `x + 3.0`): its conv+BN pairs fold and the
+    outputs are kept, against a float64 evaluation of the same weights."""
+
+    def build(dtype):
+        keras.config.set_dtype_policy(dtype)
+        try:
+            inner_in = keras.Input((8, 8, 3))
+            x = keras.layers.Conv2D(6, 3, padding="same", name="conv_a")(inner_in)
+            x = keras.layers.BatchNormalization(name="bn_a")(x)
+            x = keras.layers.ReLU(6.0, name="relu6")(x + 3.0)
+            x = keras.layers.Conv2D(5, 3, padding="same", name="conv_b")(x)
+            x = keras.layers.BatchNormalization(name="bn_b")(x)
+            inner = keras.Model(inner_in, x, name="inner")
+            outer_in = keras.Input((8, 8, 3))
+            y = keras.layers.GlobalAveragePooling2D(name="pool")(inner(outer_in))
+            return keras.Model(outer_in, keras.layers.Dense(4, name="dense")(y))
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    keras.utils.set_random_seed(2)
+    model = build("float32")
+    rng = np.random.default_rng(0)
+    for name in ("bn_a", "bn_b"):
+        bn = model.get_layer("inner").get_layer(name)
+        channels = bn.gamma.shape[0]
+        bn.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.2, channels),
+                        rng.normal(0, 0.5, channels), rng.uniform(0.2, 2.0, channels)])
+    folded, names = folding.fold_batch_norm(model)
+    assert sorted(names) == ["conv_a", "conv_b"]
+    exact = build("float64")
+    exact.set_weights([np.asarray(w, "float64") for w in model.get_weights()])
+    images = rng.uniform(0, 255, (3, 8, 8, 3))
+    reference = keras.ops.convert_to_numpy(exact(images))
+    outputs = keras.ops.convert_to_numpy(folded(images.astype("float32")))
+    # Four layers with weights between input and output, each rounding by at
+    # most ~4 float32 eps of its peak, twice over for the folded kernels.
+    bound = 2 * 4 * 4 * float(np.finfo(np.float32).eps)
+    assert relative_to_peak(outputs, reference) <= bound

@@ -1,21 +1,19 @@
 """training/make_preset.py on a tiny finished run: the preset folder it
 writes, its metadata against the run's own files, and a run it refuses."""
 
-import io
 import json
-import pathlib
-import zipfile
 
 import h5py
 import keras
 import numpy as np
 import pytest
 
+from keras_ltpa.model import AttentionClassifier
 from keras_ltpa.model import load_model_file
+from tests.conftest import REPO_ROOT
 from tests.conftest import load_script
 from tests.conftest import run_fit as fit
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 make_preset = load_script(REPO_ROOT / "training" / "make_preset.py", "make_preset_cli")
 COMMAND = "python training/fit.py --epochs 1 (tiny)"
 
@@ -41,19 +39,18 @@ def test_make_preset_writes_a_preset_of_the_finished_run(tiny_cifar_folder, tmp_
     folder = presets_dir / "tiny-run"
     assert capsys.readouterr().out.strip() == str(folder)
     assert sorted(p.name for p in presets_dir.iterdir()) == ["tiny-run"]  # No temporaries.
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.keras"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metadata.json", "model.weights.h5"]
 
-    preset = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    preset = AttentionClassifier.from_preset(str(folder))
     trained = load_model_file(run_dir / "model.keras")
     for ours, theirs in zip(preset.get_weights(), trained.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    # Shipped uncompiled: no optimizer, no optimizer state.
+    # Shipped uncompiled: no optimizer, no optimizer state, no compile settings.
     assert getattr(preset, "optimizer", None) is None
-    with zipfile.ZipFile(folder / "model.keras") as archive:
-        # No compile settings (Keras writes {} or nothing for an uncompiled model).
-        assert not json.loads(archive.read("config.json")).get("compile_config")
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
-            assert "optimizer" not in weights
+    assert "compile_config" not in (folder / "config.json").read_text()
+    with h5py.File(folder / "model.weights.h5") as weights:
+        assert "optimizer" not in weights
+    assert keras.saving.serialize_keras_object(preset)["registered_name"] == "keras_ltpa>AttentionClassifier"
 
     metadata = json.loads((folder / "metadata.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
@@ -63,7 +60,11 @@ def test_make_preset_writes_a_preset_of_the_finished_run(tiny_cifar_folder, tmp_
     assert metadata["width_multiplier"] == 0.0625 and metadata["input_shape"] == [32, 32, 3]
     assert metadata["class_names"] == ["airplane", "cat", "ship"]  # The folder's classes.
     assert metadata["test_accuracy"] == metrics["accuracy"]
-    assert metadata["training"]["command"] == COMMAND
+    assert metadata["training"]["command"] == metadata["command"] == COMMAND
+    assert metadata["backbone"] == "vgg" and metadata["variant"] == config["variant"]
+    # keras-hub's own keys, beside ours at the top level.
+    assert metadata["keras_version"] == keras.version()
+    assert metadata["parameter_count"] == preset.count_params()
     assert metadata["training"]["wall_time_s"] == 12.5 and metadata["code_version"] == "test"
     assert metadata["training"]["seed"] == 0 and metadata["epochs"] == 1
     assert metadata["training"]["settings"]["variant"] == config["variant"]
