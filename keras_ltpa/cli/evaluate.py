@@ -1,10 +1,11 @@
 """Score a trained model on each claim of the paper, alone or beside its baseline.
 
 Accuracy, top-5 and per-class accuracy on the shared CIFAR-10 test images
-(`keras_ltpa.evaluation.evaluate_classification`):
+(`keras_ltpa.evaluation.evaluate_classification`); with --tta flip also the
+accuracy of the logits averaged over each image and its mirror, apart:
 
     python training/evaluate.py --model runs/cifar10_att3 \
-        --data-dir ../shared/data/cifar10 --split test
+        --data-dir ../shared/data/cifar10 --split test --tta flip
 
 Localisation of the attention maps on the Weizmann horses, or on the
 paper's Object Discovery set (<Class>/NNNN.jpg + <Class>/GroundTruth/
@@ -87,6 +88,12 @@ def _add_source_arguments(parser):
     accuracy.add_argument("--batch-size", type=cli.positive_int, default=256)
     accuracy.add_argument(
         "--limit", type=cli.positive_int, help="score only this many images"
+    )
+    accuracy.add_argument(
+        "--tta", choices=("none", "flip"), default="none",
+        help="test-time augmentation of the accuracy: 'flip' also scores the logits "
+        "averaged over each image and its left-right mirror, reported beside the "
+        "plain accuracy (FGSM, localisation and transfer never use it)",
     )
 
 
@@ -215,7 +222,7 @@ def score_accuracy(args, models, results):
         limit=args.limit,
     )
     results["classification"] = {
-        name: evaluation.evaluate_classification(m, dataset, class_names)
+        name: evaluation.evaluate_classification(m, dataset, class_names, tta=args.tta)
         for name, m in models.items()
     }
     for name, result in results["classification"].items():

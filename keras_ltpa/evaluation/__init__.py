@@ -1,11 +1,14 @@
-"""Scoring a trained model on each claim of the paper: accuracy (`accuracy`),
-attention localisation against figure-ground masks (`localisation`, its
-mask sets in `masks`), FGSM robustness (`robustness`), transfer
-(`domain_transfer`), Grad-CAM for the baseline (`gradcam`), attention
-overlays (`overlays`, drawn by `heatmaps` and laid out by `grids`), and one
-report of them all (`report`). Never imports `keras_ltpa.train`."""
+"""Scoring a trained model on each claim of the paper: accuracy, with flip
+test-time augmentation (`accuracy`), attention localisation against
+figure-ground masks (`localisation`, its mask sets in `masks`), FGSM
+robustness (`robustness`), transfer (`domain_transfer`), Grad-CAM for the
+baseline (`gradcam`), attention overlays (`overlays`, drawn by `heatmaps` and
+laid out by `grids`), one report of them all (`report`), and the figures of
+several training seeds compared with t-intervals (`seeds`). Never imports
+`keras_ltpa.train`."""
 
 from keras_ltpa.evaluation.accuracy import evaluate_classification
+from keras_ltpa.evaluation.accuracy import flip_tta_outputs
 from keras_ltpa.evaluation.accuracy import format_classification
 from keras_ltpa.evaluation.domain_transfer import FEATURE_KINDS
 from keras_ltpa.evaluation.domain_transfer import feature_model
@@ -32,6 +35,8 @@ from keras_ltpa.evaluation.robustness import fgsm_robustness
 from keras_ltpa.evaluation.robustness import format_robustness
 from keras_ltpa.evaluation.robustness import gradient_sign
 from keras_ltpa.evaluation.robustness import perturb
+from keras_ltpa.evaluation.seeds import compare_seeds
+from keras_ltpa.evaluation.seeds import paired_difference
 
 __all__ = [
     "FEATURE_KINDS",
@@ -40,10 +45,12 @@ __all__ = [
     "OBJECT_DISCOVERY_MASKS",
     "check_epsilons",
     "check_threshold",
+    "compare_seeds",
     "evaluate_classification",
     "feature_model",
     "fgsm_images",
     "fgsm_robustness",
+    "flip_tta_outputs",
     "format_classification",
     "format_localization",
     "format_robustness",
@@ -57,6 +64,7 @@ __all__ = [
     "load_mask_dataset",
     "localization",
     "mask_dataset_layout",
+    "paired_difference",
     "perturb",
     "threshold_map",
     "transfer",

@@ -1,5 +1,6 @@
-"""Classification accuracy: top-1, top-k and each class's, on a split; and
-the fixed CIFAR-10 subset score each preset records and reproduces."""
+"""Classification accuracy: top-1, top-k and each class's, on a split, with
+optional flip test-time augmentation; and the fixed CIFAR-10 subset score
+each preset records and reproduces."""
 
 import keras
 import numpy as np
@@ -20,21 +21,121 @@ def _batches(dataset):
     return iter(dataset)
 
 
-def evaluate_classification(model, dataset, class_names=None, top_k=5):
+TTA_CHOICES = ("none", "flip")
+
+
+def flip_images(images):
+    """Mirrors a batch of images (N, H, W, C) left to right."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(
+            f"`images` must be a batch (N, H, W, C) to flip; received shape {images.shape}."
+        )
+    return images[:, :, ::-1, :]
+
+
+def flip_tta_outputs(predict, images):
+    """The mean of the model's outputs for `images` and their mirror images.
+
+    The outputs (the logits of the models here) are averaged as they come,
+    not turned into probabilities first: the mean of two logit vectors is
+    the logit vector of the normalised geometric mean of the two softmax
+    distributions (a product of the two views), its softmax is a
+    distribution again, and a model that outputs probabilities gets their
+    arithmetic mean, with nothing to guess about which kind it outputs.
+
+    Args:
+        predict: a callable from a batch of images to a batch of outputs,
+            e.g. `model.predict_on_batch`.
+        images: a batch (N, H, W, C), channels last.
+
+    Returns:
+        float64 array (N, num_classes): `(predict(images) +
+        predict(flip_images(images))) / 2`.
+
+    Example:
+    >>> predict = lambda x: x[:, 0, :, 0]  # "logits": the first row of pixels
+    >>> images = np.arange(6.0).reshape(1, 1, 6, 1)
+    >>> flip_tta_outputs(predict, images).tolist()
+    [[2.5, 2.5, 2.5, 2.5, 2.5, 2.5]]
+    """
+    plain = _to_numpy(predict(images))
+    mirrored = _to_numpy(predict(flip_images(images)))
+    return (plain + mirrored) / 2.0
+
+
+def _to_numpy(outputs):
+    return np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
+
+
+def check_tta(tta):
+    """Validates a test-time augmentation: None, `"none"` or `"flip"`."""
+    if tta is None or tta == "none":
+        return None
+    if tta == "flip":
+        return tta
+    raise ValueError(
+        f"`tta` must be one of {TTA_CHOICES} (or None); received tta={tta!r}."
+    )
+
+
+class _Tally:
+    """Counts of top-1, top-k and per-class hits over batches."""
+
+    def __init__(self, top_k):
+        self.top_k = top_k
+        self.correct = self.topk_correct = self.total = 0
+        self.class_correct, self.class_total = {}, {}
+
+    def add(self, outputs, labels):
+        k = min(self.top_k, outputs.shape[-1])
+        self.k = k
+        top = np.argsort(-outputs, axis=-1, kind="stable")[:, :k]
+        hits = top[:, 0] == labels
+        self.correct += int(hits.sum())
+        self.topk_correct += int((top == labels[:, None]).any(axis=-1).sum())
+        self.total += len(labels)
+        for label, hit in zip(labels, hits):
+            self.class_total[label] = self.class_total.get(label, 0) + 1
+            self.class_correct[label] = self.class_correct.get(label, 0) + int(hit)
+
+    def result(self, name):
+        return {
+            "count": self.total,
+            "accuracy": self.correct / self.total,
+            "top_k": self.k,
+            "top_k_accuracy": self.topk_correct / self.total,
+            "per_class": {
+                name(label): self.class_correct[label] / self.class_total[label]
+                for label in sorted(self.class_total)
+            },
+            "per_class_count": {
+                name(label): self.class_total[label] for label in sorted(self.class_total)
+            },
+        }
+
+
+def evaluate_classification(model, dataset, class_names=None, top_k=5, tta=None):
     """Top-1, top-k and per-class accuracy of `model` on a dataset.
 
     Args:
         model: a model whose output is the class logits (or probabilities).
         dataset: a `tf.data.Dataset` of `(images, labels)` batches (e.g. from
             `keras_ltpa.data.load_dataset`) or any iterable of such NumPy
-            pairs.
+            pairs; images channels last.
         class_names: optional names for the per-class entries.
         top_k: k of the top-k accuracy (capped at the number of classes).
+        tta: None (or `"none"`): the plain score only. `"flip"`: also the
+            score of the outputs averaged over each image and its left-right
+            mirror (`flip_tta_outputs`), reported apart under `"flip_tta"`;
+            the plain figures are unchanged.
 
     Returns:
         A dict: `count`, `accuracy`, `top_k`, `top_k_accuracy`,
         `per_class` ({name: accuracy}, classes never seen are left out) and
-        `per_class_count` ({name: number of images}).
+        `per_class_count` ({name: number of images}); with `tta="flip"`,
+        also `flip_tta`: `accuracy`, `top_k_accuracy` and `per_class` of the
+        averaged outputs.
 
     Example:
     >>> inputs = keras.Input((3,))
@@ -44,24 +145,19 @@ def evaluate_classification(model, dataset, class_names=None, top_k=5):
     >>> result["accuracy"], result["top_k_accuracy"], result["per_class"]
     (0.5, 1.0, {'0': 1.0, '2': 0.0})
     """
-    correct = topk_correct = total = 0
-    class_correct, class_total = {}, {}
+    tta = check_tta(tta)
+    plain, flipped = _Tally(top_k), _Tally(top_k) if tta else None
     for images, labels in _batches(dataset):
-        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
+        logits = _to_numpy(model.predict_on_batch(images))
         labels = np.asarray(labels)
         if labels.ndim == 2:  # one-hot labels
             labels = labels.argmax(axis=-1)
         labels = labels.reshape(-1).astype(np.int64)
-        k = min(top_k, logits.shape[-1])
-        top = np.argsort(-logits, axis=-1)[:, :k]
-        hits = top[:, 0] == labels
-        correct += int(hits.sum())
-        topk_correct += int((top == labels[:, None]).any(axis=-1).sum())
-        total += len(labels)
-        for label, hit in zip(labels, hits):
-            class_total[label] = class_total.get(label, 0) + 1
-            class_correct[label] = class_correct.get(label, 0) + int(hit)
-    if total == 0:
+        plain.add(logits, labels)
+        if flipped is not None:
+            mirrored = _to_numpy(model.predict_on_batch(flip_images(images)))
+            flipped.add((logits + mirrored) / 2.0, labels)
+    if plain.total == 0:
         raise ValueError("`dataset` yielded no images to evaluate.")
 
     def name(label):
@@ -69,17 +165,13 @@ def evaluate_classification(model, dataset, class_names=None, top_k=5):
             return str(class_names[label])
         return str(int(label))
 
-    return {
-        "count": total,
-        "accuracy": correct / total,
-        "top_k": min(top_k, logits.shape[-1]),
-        "top_k_accuracy": topk_correct / total,
-        "per_class": {
-            name(label): class_correct[label] / class_total[label]
-            for label in sorted(class_total)
-        },
-        "per_class_count": {name(label): class_total[label] for label in sorted(class_total)},
-    }
+    result = plain.result(name)
+    if flipped is not None:
+        averaged = flipped.result(name)
+        result["flip_tta"] = {
+            key: averaged[key] for key in ("accuracy", "top_k_accuracy", "per_class")
+        }
+    return result
 
 
 # --- Reports ------------------------------------------------------------------
@@ -98,8 +190,13 @@ def format_classification(result):
         f"images: {result['count']}",
         f"accuracy: {result['accuracy']:.4f}",
         f"top-{result['top_k']} accuracy: {result['top_k_accuracy']:.4f}",
-        "per class:",
     ]
+    if "flip_tta" in result:
+        lines += [
+            f"accuracy, flip TTA: {result['flip_tta']['accuracy']:.4f}",
+            f"top-{result['top_k']} accuracy, flip TTA: {result['flip_tta']['top_k_accuracy']:.4f}",
+        ]
+    lines.append("per class:")
     width = max(len(name) for name in result["per_class"])
     for name, accuracy in result["per_class"].items():
         lines.append(

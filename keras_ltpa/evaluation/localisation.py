@@ -8,7 +8,10 @@ set, whose figure-ground masks are real and available offline):
    `attention_mean` is the average of the min-max scaled maps;
 3. a map becomes a region by a `threshold` rule: `"mean"`, the pixels above
    the map's own mean value, or a fraction `f` in (0, 1), the top `f` of the
-   pixels (ties broken by position), so every method gets the same area;
+   pixels (ties broken by position), so every method gets the same area
+   (both rules are ours: the paper's binarisation rule is not stated in the
+   authors' public code, which writes the raw maps out and stops there;
+   docs/evaluation.md says what was found);
 4. the score is the Jaccard index (intersection over union) of region and
    mask, averaged over the images.
 

@@ -3,7 +3,8 @@
 `training/evaluate.py --report-dir DIR` (or `write_report`) gathers what was
 measured for a model and, with `--baseline`, its plain VGG baseline:
 
-- `classification`: test accuracy and top-5 (`evaluate_classification`);
+- `classification`: test accuracy and top-5 (`evaluate_classification`),
+  and with `--tta flip` the same over each image and its mirror, apart;
 - `localization`: mean Jaccard of each map against the masks, with the
   centred prior and the baseline's Grad-CAM (`localization`);
 - `robustness`: FGSM accuracy at each epsilon (`fgsm_robustness`);
@@ -63,8 +64,24 @@ def _classification_section(report, names):
             ["top-1 accuracy (%)", *[_percent(classification[n]["accuracy"]) for n in names]],
             [f"top-{first['top_k']} accuracy (%)",
              *[_percent(classification[n]["top_k_accuracy"]) for n in names]],
+            *_flip_tta_rows(classification, names, first["top_k"]),
         ],
     )
+
+
+def _flip_tta_rows(classification, names, top_k):
+    """The flip-TTA accuracies (`evaluate.py --tta flip`), when measured."""
+    if not any("flip_tta" in classification[n] for n in names):
+        return []
+
+    def cell(name, key):
+        tta = classification[name].get("flip_tta")
+        return _percent(tta[key]) if tta else "-"
+
+    return [
+        ["top-1 accuracy, flip TTA (%)", *[cell(n, "accuracy") for n in names]],
+        [f"top-{top_k} accuracy, flip TTA (%)", *[cell(n, "top_k_accuracy") for n in names]],
+    ]
 
 
 def _localization_section(report, names):
@@ -233,3 +250,43 @@ def read_report(directory):
             return json.load(file)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"Cannot read the report {path!r}: {error}") from None
+
+
+def rewrite_between_markers(path, start, end, block):
+    """Replaces the text of a file between two marker lines, atomically.
+
+    Everything before the `start` marker and after the `end` marker is kept;
+    `block` (which should begin with `start` and end with `end`, so that the
+    next rewrite finds them again) takes their place.
+
+    Args:
+        path: the file, e.g. the README.
+        start, end: the marker strings, e.g. `"<!-- seeds:start -->"`.
+        block: the new text from `start` to `end`, both included.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: the file lacks one of the markers, or `block` does not
+            start and end with them.
+    """
+    path = os.fspath(path)
+    with open(path) as file:
+        text = file.read()
+    missing = [marker for marker in (start, end) if marker not in text]
+    if missing:
+        raise ValueError(
+            f"{path} has no {' and no '.join(missing)} line; add the lines "
+            f"{start} and {end} where the block belongs."
+        )
+    if not (block.startswith(start) and block.rstrip().endswith(end)):
+        raise ValueError(f"`block` must start with {start} and end with {end}.")
+    before = text.split(start, 1)[0]
+    after = text.split(end, 1)[1]
+
+    def write(temporary):
+        with open(temporary, "w") as file:
+            file.write(before + block.rstrip() + after)
+
+    return write_atomically(path, write)

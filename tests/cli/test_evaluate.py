@@ -137,6 +137,45 @@ def test_one_command_writes_the_whole_report(saved_models, small_data_dir, tmp_p
             assert image.format == "PNG" and image.size[0] > 200
 
 
+def test_flip_tta_is_reported_apart_from_plain_accuracy(saved_models, small_data_dir, tmp_path, capsys):
+    from keras_ltpa import evaluation
+    from keras_ltpa.data import pipelines as data
+    from keras_ltpa.train import runs
+
+    report_dir = tmp_path / "report"
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"), "--baseline", str(saved_models / "noatt.keras"),
+        "--data-dir", str(small_data_dir / "cifar10"), "--limit", "20", "--tta", "flip",
+        "--report-dir", str(report_dir),
+    ])
+    assert code == 0
+    assert "accuracy, flip TTA:" in capsys.readouterr().out
+    report = json.loads((report_dir / "report.json").read_text())
+    # The library call with tta="flip" on the same images gives the same figures.
+    dataset, names = data.load_dataset(
+        "test", data_dir=str(small_data_dir / "cifar10"), image_size=(32, 32), batch_size=256,
+        limit=20,
+    )
+    for name, file in (("model", "att.keras"), ("baseline", "noatt.keras")):
+        scores = report["classification"][name]
+        expected = evaluation.evaluate_classification(
+            runs.load_model(str(saved_models / file)), dataset, names, tta="flip"
+        )
+        assert scores["accuracy"] == expected["accuracy"]
+        assert scores["flip_tta"] == expected["flip_tta"]
+    markdown = (report_dir / "report.md").read_text()
+    tta = report["classification"]["model"]["flip_tta"]["accuracy"]
+    assert f"| top-1 accuracy, flip TTA (%) | {100 * tta:.1f} |" in markdown
+    # Off by default: no flip_tta entry.
+    code = evaluate_cli.main([
+        "--model", str(saved_models / "att.keras"), "--data-dir", str(small_data_dir / "cifar10"),
+        "--limit", "8", "--output", str(tmp_path / "plain.json"),
+    ])
+    assert code == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert "flip_tta" not in plain["classification"]["model"]
+
+
 @pytest.mark.parametrize(
     "argv, named",
     [
@@ -144,6 +183,7 @@ def test_one_command_writes_the_whole_report(saved_models, small_data_dir, tmp_p
         (["--fgsm", "-1", "--data-dir", "x"], "-1"),
         (["--fgsm", "1"], "--dataset or --data-dir"),
         (["--transfer", "x", "--features", "pooled"], "pooled"),
+        (["--data-dir", "x", "--tta", "rotate"], "rotate"),
     ],
 )
 def test_bad_evaluation_flags_exit_2_naming_them(argv, named, capsys):
