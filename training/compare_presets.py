@@ -126,20 +126,9 @@ def readme_block(report, output_dir, readme_path, overlay_path):
 
 
 def rewrite_readme(readme_path, block):
-    from keras_ltpa.utils.files import write_atomically
+    from keras_ltpa.evaluation.report import rewrite_between_markers
 
-    text = pathlib.Path(readme_path).read_text()
-    if START_MARKER not in text or END_MARKER not in text:
-        raise ValueError(
-            f"{readme_path} has no {START_MARKER} ... {END_MARKER} lines to replace."
-        )
-    before = text.split(START_MARKER)[0]
-    after = text.split(END_MARKER, 1)[1]
-
-    def write(temporary):
-        pathlib.Path(temporary).write_text(before + block + after)
-
-    write_atomically(readme_path, write)
+    rewrite_between_markers(readme_path, START_MARKER, END_MARKER, block)
 
 
 def _verdict(over_cam, over_prior):
