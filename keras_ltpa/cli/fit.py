@@ -12,6 +12,14 @@ small run, and the plain VGG baseline beside it:
     python training/fit.py --data-dir ../shared/data/cifar10 --width 0.25 \\
         --epochs 3 --variant noatt --output-dir runs/noatt_w025
 
+Your own photos in one folder per class (DIR/<class>/*.jpg), a fifth of each
+class held out, on an ImageNet-pretrained ResNet50 fine-tuned in two stages
+(the head alone for 5 epochs, then everything, the backbone at 0.1 x the rate):
+
+    python training/fit.py --data-dir photos --validation-split 0.2 --backbone resnet50 \\
+        --freeze-backbone-epochs 5 --epochs 30 --learning-rate 0.01 --class-weight balanced \\
+        --output-dir runs/photos_resnet50
+
 Several GPUs of one machine (TensorFlow MirroredStrategy; global batch =
 --batch-size x GPUs), and several machines (JAX backend, one process each):
 

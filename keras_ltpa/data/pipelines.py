@@ -31,12 +31,17 @@ from keras_ltpa.data.augmentation import image_augmenter
 from keras_ltpa.data.augmentation import parse_augment
 from keras_ltpa.data.augmentation import resolve_label_mode
 from keras_ltpa.data.sources import FILE_ORDER_SEED
+from keras_ltpa.data.sources import VALIDATION_SPLIT_SEED
 from keras_ltpa.data.sources import DataError
 from keras_ltpa.data.sources import check_images
 from keras_ltpa.data.sources import class_folders
+from keras_ltpa.data.sources import describe_split
 from keras_ltpa.data.sources import folder_examples
+from keras_ltpa.data.sources import folder_labels
 from keras_ltpa.data.sources import list_image_folder
+from keras_ltpa.data.sources import split_image_folder
 from keras_ltpa.data.sources import tfds_examples
+from keras_ltpa.data.sources import tfds_labels
 from keras_ltpa.utils.checks import check_size
 
 __all__ = [
@@ -48,17 +53,21 @@ __all__ = [
     "LABEL_MODES",
     "PAPER_AUGMENTATION",
     "SHUFFLE_BUFFER_BYTES",
+    "VALIDATION_SPLIT_SEED",
     "batch_augmenter",
     "check_images",
     "class_folders",
     "dataset_arrays",
     "dataset_size",
+    "describe_split",
     "image_augmenter",
+    "label_counts",
     "list_image_folder",
     "load_dataset",
     "parse_augment",
     "pixel_statistics",
     "resolve_label_mode",
+    "split_image_folder",
 ]
 
 # Shuffle buffers after `cache()` hold decoded images: cap them in bytes.
@@ -72,14 +81,24 @@ CIFAR10_CLASS_NAMES = (
 )  # fmt: skip
 
 
-def _check_arguments(dataset, data_dir, image_size, batch_size, limit):
-    """`image_size` as (height, width); a ValueError names a bad argument."""
+def _check_source(dataset, data_dir, validation_split):
     if (dataset is None) == (data_dir is None):
         raise ValueError(
             "Give exactly one of `dataset` (a tensorflow-datasets name) and "
             f"`data_dir` (an image folder); received dataset={dataset!r}, "
             f"data_dir={data_dir!r}."
         )
+    if validation_split is not None and data_dir is None:
+        raise ValueError(
+            "`validation_split` splits an image folder (`data_dir`); a tensorflow-datasets "
+            f"set has its own splits. Received dataset={dataset!r}, "
+            f"validation_split={validation_split!r}."
+        )
+
+
+def _check_arguments(dataset, data_dir, image_size, batch_size, limit, validation_split=None):
+    """`image_size` as (height, width); a ValueError names a bad argument."""
+    _check_source(dataset, data_dir, validation_split)
     image_size = check_size(image_size, "image_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; received {batch_size!r}.")
@@ -93,12 +112,15 @@ def _shuffle_buffer(image_size):
     return max(1024, SHUFFLE_BUFFER_BYTES // (image_size[0] * image_size[1] * 3))
 
 
-def _examples(split, dataset, data_dir, image_size, tfds_data_dir, limit, verify, shuffle, cache, seed):
+def _examples(
+    split, dataset, data_dir, image_size, tfds_data_dir, limit, verify, shuffle, cache, seed, validation_split
+):
     """Decoded `(image, label)` pairs of the one source given, and its classes."""
     if data_dir is not None:
         # Without a cache, the file names are shuffled (cheap, before decoding).
         return folder_examples(
-            data_dir, split, image_size, limit=limit, verify=verify, shuffle=shuffle and not cache, seed=seed
+            data_dir, split, image_size, limit=limit, verify=verify, shuffle=shuffle and not cache, seed=seed,
+            validation_split=validation_split,
         )
     return tfds_examples(
         dataset, split, image_size, tfds_data_dir=tfds_data_dir, limit=limit,
@@ -126,7 +148,7 @@ def _augment_and_batch(ds, augment, label_mode, num_classes, image_size, batch_s
 def load_dataset(
     split, *, dataset=None, data_dir=None, image_size=(32, 32), batch_size=128, training=False,
     augment=None, shuffle=None, cache=False, limit=None, seed=None, label_mode=None,
-    drop_remainder=False, verify=True, tfds_data_dir=None,
+    drop_remainder=False, verify=True, tfds_data_dir=None, validation_split=None,
 ):
     """A batched `tf.data.Dataset` of raw images and labels, and the classes.
 
@@ -139,6 +161,9 @@ def load_dataset(
         dataset: a tensorflow-datasets name, e.g. `"cifar10"`.
         data_dir: an image folder `DIR/<split>/<class>/<image>`; the class
             list comes from `DIR/train`. Give exactly one of the two.
+            With `validation_split`, a single folder `DIR/<class>/<image>`
+            whose `"train"` split is the part kept for training and any
+            other split the held-out part.
         image_size: (height, width) (or one int) of the output images.
         batch_size: examples per batch.
         training: a training pipeline (shuffled and augmented by default).
@@ -155,6 +180,8 @@ def load_dataset(
             and fail naming any unreadable one.
         tfds_data_dir: where tensorflow-datasets keeps its files (default:
             `~/tensorflow_datasets` or `$TFDS_DATA_DIR`).
+        validation_split: None, or the share of each class of a single
+            folder held out (`keras_ltpa.data.sources.split_image_folder`).
 
     Returns:
         `(dataset, class_names)`: batches `(images, labels)`, images uint8
@@ -164,12 +191,13 @@ def load_dataset(
         DataError: a missing or empty folder, an unreadable image, an
             unknown dataset name; ValueError: a bad argument.
     """
-    image_size = _check_arguments(dataset, data_dir, image_size, batch_size, limit)
+    image_size = _check_arguments(dataset, data_dir, image_size, batch_size, limit, validation_split)
     augment = parse_augment(augment, training=training)
     label_mode = resolve_label_mode(augment, label_mode)
     shuffle = training if shuffle is None else bool(shuffle)
     ds, class_names = _examples(
-        split, dataset, data_dir, image_size, tfds_data_dir, limit, verify, shuffle, cache, seed
+        split, dataset, data_dir, image_size, tfds_data_dir, limit, verify, shuffle, cache, seed,
+        validation_split,
     )
     if cache:
         ds = ds.cache()
@@ -180,6 +208,31 @@ def load_dataset(
         ds, augment, label_mode, len(class_names), image_size, batch_size, drop_remainder, seed
     )
     return ds.prefetch(tf.data.AUTOTUNE), class_names
+
+
+def label_counts(
+    split, *, dataset=None, data_dir=None, limit=None, validation_split=None, tfds_data_dir=None, **_
+):
+    """Examples of each class in a split, as `load_dataset` with the same
+    source arguments reads it (other keywords are ignored).
+
+    Returns:
+        `(counts, class_names)`: an int64 array with one count per class
+        (0 for a class the split lacks), and the class names.
+
+    Example:
+    >>> counts, names = label_counts("train", data_dir="tests/fixtures/data/cifar10", limit=20)
+    >>> int(counts.sum()), len(names)
+    (20, 10)
+    """
+    _check_source(dataset, data_dir, validation_split)
+    if data_dir is not None:
+        labels, class_names = folder_labels(
+            data_dir, split, limit=limit, validation_split=validation_split
+        )
+    else:
+        labels, class_names = tfds_labels(dataset, split, tfds_data_dir=tfds_data_dir, limit=limit)
+    return np.bincount(labels, minlength=len(class_names)).astype("int64"), class_names
 
 
 def dataset_arrays(dataset):

@@ -8,6 +8,9 @@ requested size and label an int32 class id, and the list of class names;
   class list is read from `DIR/train` (sorted folder names), so every split
   uses the training split's label ids; files are taken in a fixed shuffled
   order (`FILE_ORDER_SEED`), so the first `limit` of them mix the classes.
+- A single image folder `DIR/<class>/<image>` with a `validation_split`:
+  each class is split in a fixed seeded order (`split_image_folder`), the
+  held-out part serving as the validation and test split.
 - A tensorflow-datasets name (`"cifar10"`, `"cifar100"`, `"svhn_cropped"`,
   any image-classification set with `image` and `label` features).
 
@@ -16,6 +19,7 @@ dataset.
 """
 
 import os
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +29,9 @@ from keras_ltpa.data import images
 # Files are listed in a fixed shuffled order (this seed) so that `limit`
 # takes a mix of classes and an in-memory cache is not class-sorted.
 FILE_ORDER_SEED = 1234
+# The seed of `split_image_folder`'s per-class order: fixed, so that a run,
+# its resumption and its evaluation hold out the same files.
+VALIDATION_SPLIT_SEED = 2018
 
 
 class DataError(ValueError):
@@ -115,16 +122,96 @@ def check_images(paths):
         )
 
 
-def _split_files(data_dir, split):
-    """(paths, labels, class_names) of `data_dir/split`, ids from `train`."""
+def _held_out_count(count, fraction):
+    """Files of a class of `count` held out: `fraction` of them rounded half
+    up, at least 1 and at most `count - 1` (a lone file stays for training)."""
+    if count < 2:
+        return 0
+    return min(max(int(np.floor(fraction * count + 0.5)), 1), count - 1)
+
+
+def split_image_folder(directory, fraction, seed=VALIDATION_SPLIT_SEED):
+    """Splits a single folder `directory/<class>/<image>` per class.
+
+    Each class's files (sorted by name) are put in an order drawn from
+    `seed` and the class name alone, so a class keeps its split when other
+    classes are added or removed; the first `round(fraction * n)` files of
+    that order are held out (at least one, at most all but one).
+
+    Args:
+        directory: the image folder.
+        fraction: float in (0, 1), the share of each class held out.
+        seed: int, the seed of the per-class orders.
+
+    Returns:
+        A dict: `class_names`, `train` and `validation` (each a
+        `(paths, labels)` pair: a list of paths sorted by class then name,
+        and an int32 array), `counts` ({class: [train, validation]}).
+
+    Example:
+    >>> split = split_image_folder("tests/fixtures/data/caltech101", 0.25)  # doctest: +SKIP
+    >>> split["counts"]["airplanes"]  # doctest: +SKIP
+    [6, 2]
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(
+            f"`validation_split` must be a number in (0, 1); received validation_split={fraction!r}."
+        )
+    paths, labels, class_names = list_image_folder(directory)
+    parts = {"train": ([], []), "validation": ([], [])}
+    counts = {}
+    for index, name in enumerate(class_names):
+        files = [path for path, label in zip(paths, labels) if label == index]
+        class_seed = zlib.crc32(name.encode("utf-8"))
+        order = np.random.default_rng([seed, class_seed]).permutation(len(files))
+        held = set(order[: _held_out_count(len(files), fraction)].tolist())
+        for position, path in enumerate(files):
+            part = parts["validation" if position in held else "train"]
+            part[0].append(path)
+            part[1].append(index)
+        counts[name] = [len(files) - len(held), len(held)]
+    result = {key: (value[0], np.asarray(value[1], "int32")) for key, value in parts.items()}
+    result.update(class_names=class_names, counts=counts)
+    return result
+
+
+def describe_split(data_dir, fraction, seed=VALIDATION_SPLIT_SEED):
+    """What a run records of its validation split: the seed, the fraction,
+    the per-class counts and the held-out files (relative to `data_dir`)."""
+    split = split_image_folder(data_dir, fraction, seed)
+    held = [os.path.relpath(path, data_dir).replace(os.sep, "/") for path in split["validation"][0]]
+    return {"seed": seed, "fraction": fraction, "counts": split["counts"], "validation_files": held}
+
+
+def _split_files(data_dir, split, validation_split=None):
+    """(paths, labels, class_names) of `data_dir/split`, ids from `train`;
+    with `validation_split`, the part of the single folder `data_dir` that
+    `split` names ("train", else the held-out part)."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DataError(f"Data folder not found: {data_dir!r} is not a directory.")
     train_dir = os.path.join(data_dir, "train")
+    if validation_split is not None:
+        if os.path.isdir(train_dir):
+            raise DataError(
+                f"Data folder {data_dir!r} has a 'train' folder; validation_split "
+                "(--validation-split) splits a single folder DIR/<class>/<image>. Drop it to "
+                "train on DIR/train and test on DIR/test."
+            )
+        parts = split_image_folder(data_dir, validation_split)
+        part = "train" if split == "train" else "validation"
+        paths, labels = parts[part]
+        if not paths:
+            raise DataError(
+                f"validation_split={validation_split!r} leaves the {part} part of {data_dir!r} "
+                "empty (a class of one file stays for training); use a larger folder."
+            )
+        return paths, labels, parts["class_names"]
     if not os.path.isdir(train_dir):
         raise DataError(
             f"Data folder {data_dir!r} has no 'train' folder; expected "
-            f"{data_dir}/train/<class>/<image> and {data_dir}/test/<class>/<image>."
+            f"{data_dir}/train/<class>/<image> and {data_dir}/test/<class>/<image>, or a "
+            f"single folder {data_dir}/<class>/<image> with validation_split (--validation-split)."
         )
     if split == "train":
         return list_image_folder(train_dir)
@@ -133,30 +220,50 @@ def _split_files(data_dir, split):
     return paths, labels, class_names
 
 
-def folder_examples(data_dir, split, image_size, *, limit=None, verify=True, shuffle=False, seed=None):
+def _ordered_files(data_dir, split, limit, validation_split):
+    """The files of a split in the fixed mixed order, cut to `limit`."""
+    paths, labels, class_names = _split_files(data_dir, split, validation_split)
+    order = np.random.default_rng(FILE_ORDER_SEED).permutation(len(paths))
+    if limit is not None:
+        order = order[:limit]
+    return [paths[i] for i in order], labels[order], class_names
+
+
+def folder_labels(data_dir, split, *, limit=None, validation_split=None):
+    """The labels `folder_examples` yields for the same arguments (in its
+    file order, before any shuffle), and the class names; nothing decoded."""
+    _, labels, class_names = _ordered_files(data_dir, split, limit, validation_split)
+    return labels, class_names
+
+
+def folder_examples(
+    data_dir, split, image_size, *, limit=None, verify=True, shuffle=False, seed=None,
+    validation_split=None,
+):
     """Decoded `(image, label)` pairs of an image folder's split.
 
     Args:
-        data_dir: the folder `DIR` of `DIR/<split>/<class>/<image>`.
-        split: the sub-folder, e.g. `"train"` or `"test"`.
+        data_dir: the folder `DIR` of `DIR/<split>/<class>/<image>`, or with
+            `validation_split` a single folder `DIR/<class>/<image>`.
+        split: the sub-folder, e.g. `"train"` or `"test"`; with
+            `validation_split`, `"train"` or any other name for the
+            held-out part.
         image_size: (height, width) the images are resized to.
         limit: take only the first `limit` files of the fixed order.
         verify: decode every file once up front; fail naming a bad one.
         shuffle: shuffle the file names every epoch (before decoding, where
             it is cheap).
         seed: optional int seed of that shuffle.
+        validation_split: None, or the share of each class held out (see
+            `split_image_folder`).
 
     Returns:
         `(dataset, class_names)`: unbatched uint8 images and int32 labels.
     """
-    paths, labels, class_names = _split_files(data_dir, split)
-    order = np.random.default_rng(FILE_ORDER_SEED).permutation(len(paths))
-    if limit is not None:
-        order = order[:limit]
-    paths = [paths[i] for i in order]
+    paths, labels, class_names = _ordered_files(data_dir, split, limit, validation_split)
     if verify:
         check_images(paths)
-    source = tf.data.Dataset.from_tensor_slices((paths, labels[order]))
+    source = tf.data.Dataset.from_tensor_slices((paths, labels))
     if shuffle:
         source = source.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     source = source.map(
@@ -267,3 +374,17 @@ def tfds_examples(name, split, image_size, *, tfds_data_dir=None, limit=None, sh
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return source, class_names
+
+
+def tfds_labels(name, split, *, tfds_data_dir=None, limit=None):
+    """The labels of a tensorflow-datasets split (the images not decoded), in
+    the order `tfds_examples` reads them unshuffled, cut to `limit`, and the
+    class names."""
+    import tensorflow_datasets as tfds
+
+    builder, class_names = _tfds_builder(name, tfds_data_dir)
+    source = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    source = source.map(lambda example: tf.cast(example["label"], tf.int32))
+    if limit is not None:
+        source = source.take(limit)
+    return np.fromiter(source.as_numpy_iterator(), dtype="int32"), class_names

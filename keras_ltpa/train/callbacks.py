@@ -25,7 +25,10 @@ from keras_ltpa.utils.keras_internals import TensorBoardHooks
 
 
 def _learning_rate(optimizer):
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    # Loss scaling wraps the optimizer whose schedule counts the applied
+    # steps; a `LearningRateMultiplier` runs its schedule itself.
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
@@ -243,6 +246,7 @@ def make_callbacks(
     monitor="val_accuracy",
     progress_bar=True,
     steps_per_epoch=None,
+    backup_dir=None,
 ):
     """The callbacks of a resumable run writing into `run_dir`.
 
@@ -263,6 +267,8 @@ def make_callbacks(
         progress_bar: include Keras' progress bar (`fit(verbose=1 or 2)`).
         steps_per_epoch: print the estimated epoch and run time after the
             first steps (`EpochTimeEstimate`); None: no estimate.
+        backup_dir: the BackupAndRestore folder (default: `run_dir/backup`;
+            each training stage has its own, see `keras_ltpa.train.stages`).
 
     Returns:
         A list of callbacks for `fit`.
@@ -291,9 +297,8 @@ def make_callbacks(
     callbacks.append(ModelCheckpoints(os.path.join(run_dir, runs.CHECKPOINT_DIR), monitor))
     # Last: its epoch-end backup follows the history row and checkpoints, so
     # a kill never leaves a backed-up epoch without them.
-    callbacks.append(
-        BackupAndRestore(os.path.join(run_dir, runs.BACKUP_DIR), save_freq=save_freq)
-    )
+    backup_dir = backup_dir or os.path.join(run_dir, runs.BACKUP_DIR)
+    callbacks.append(BackupAndRestore(backup_dir, save_freq=save_freq))
     return callbacks
 
 
@@ -323,6 +328,12 @@ class BackupAndRestore(BackupAndRestoreHooks):
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
             self.save_backup()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        # Keras keeps the restored epoch on the model, where the next `fit`
+        # of a later training stage would start from it instead of its own.
+        self.model._initial_epoch = None
 
     def save_backup(self):
         with outside_distribution():  # Also when one process of several saves.
@@ -367,19 +378,20 @@ class _SameStartEverywhere(keras.callbacks.Callback):
         )
 
 
-def distributed_callbacks(callbacks, run_dir, distribution, save_freq=None):
+def distributed_callbacks(callbacks, run_dir, distribution, save_freq=None, backup_dir=None):
     """The callbacks of this process: the chief's are `callbacks` (they
-    write the run directory); another process only restores the backup.
-    Multi-process runs also check that all processes resume alike."""
+    write the run directory); another process only restores the backup
+    (`backup_dir`, default `run_dir/backup`). Multi-process runs also check
+    that all processes resume alike."""
+    backup_dir = backup_dir or os.path.join(run_dir, runs.BACKUP_DIR)
     if not distribution.is_chief:
         # The learning-rate logger reads a device value: every process runs
         # it, as the chief does.
         callbacks = [
             LearningRateLogger(),
             keras.callbacks.TerminateOnNaN(),
-            _RestoreOnlyBackup(os.path.join(run_dir, runs.BACKUP_DIR), save_freq=save_freq),
+            _RestoreOnlyBackup(backup_dir, save_freq=save_freq),
         ]
     if distribution.num_processes > 1:
-        backup_dir = os.path.join(run_dir, runs.BACKUP_DIR)
         callbacks = [_SameStartEverywhere(backup_dir)] + list(callbacks)
     return callbacks

@@ -11,7 +11,6 @@ stays light.
 
 import dataclasses
 
-from keras_ltpa.backbones.vgg import VGG_REDUCTION
 from keras_ltpa.devices.precision import JIT_COMPILE
 from keras_ltpa.devices.precision import PRECISIONS
 from keras_ltpa.train.distribution import STRATEGIES
@@ -31,13 +30,18 @@ from keras_ltpa.train.options import NON_NEGATIVE
 from keras_ltpa.train.options import NON_NEGATIVE_INT
 from keras_ltpa.train.options import POSITIVE
 from keras_ltpa.train.options import POSITIVE_INT
+from keras_ltpa.train.options import SHARE
 from keras_ltpa.train.options import Range
 from keras_ltpa.train.options import check_options
 from keras_ltpa.train.options import option
+from keras_ltpa.train.stages import check_backbone_settings
+from keras_ltpa.train.stages import default_image_size
 from keras_ltpa.variants import parse_variant
 
 # Where the model's input normalisation comes from (`--pixel-stats`).
 PIXEL_STATS = ("auto", "data", "cifar10")
+# How `--class-weight` weighs the classes.
+CLASS_WEIGHTS = ("balanced",)
 
 # The groups of `fit.py --help`, in order, each with an optional paragraph.
 OPTION_GROUPS = {
@@ -75,6 +79,8 @@ class TrainingConfig:
     Traceback (most recent call last):
     ...
     ValueError: `image_size` must be a multiple of 32 (the VGG backbone pools five times); received 48.
+    >>> TrainingConfig(data_dir="photos", backbone="resnet50").validate().image_size
+    224
     """
 
     # Data.
@@ -88,9 +94,18 @@ class TrainingConfig:
     data_dir: str | None = option(
         None,
         "image folder DIR with DIR/train/<class>/<image> and DIR/test/<class>/<image> "
-        "(JPEG/PNG/BMP/GIF); classes are the sorted folder names of DIR/train.",
+        "(JPEG/PNG/BMP/GIF), or a single DIR/<class>/<image> with --validation-split; classes "
+        "are the sorted folder names.",
         "data",
         exclusive="source",
+    )
+    validation_split: float | None = option(
+        None,
+        "hold out this share of each class of a single folder DIR/<class>/<image> (no train/ "
+        "and test/ inside) for validation and the final test: a fixed, seeded split, recorded "
+        "in config.json.",
+        "data",
+        bounds=SHARE,
     )
     tfds_data_dir: str | None = option(
         None,
@@ -98,10 +113,10 @@ class TrainingConfig:
         "$TFDS_DATA_DIR).",
         "data",
     )
-    image_size: int = option(
-        32,
-        "side of the square images the model takes (a multiple of 32); other sizes are "
-        "resized.",
+    image_size: int | None = option(
+        None,
+        "side of the square images the model takes; other sizes are resized. Default: 32 for "
+        "the VGG (a multiple of 32), 224 for other backbones (any size >= 32).",
         "data",
         bounds=POSITIVE_INT,
     )
@@ -116,9 +131,18 @@ class TrainingConfig:
         "auto",
         "the model's input normalisation: data = the training split's per-channel mean/std "
         "(one pass, recorded in config.json); cifar10 = CIFAR-10's fixed values (the reference "
-        "code's); auto = cifar10 for CIFAR-10, data for any other dataset.",
+        "code's); auto = cifar10 for CIFAR-10, data for any other dataset. A pretrained "
+        "backbone's own preprocessing replaces it.",
         "data",
         choices=PIXEL_STATS,
+    )
+    class_weight: str | None = option(
+        None,
+        "balanced: weigh each training example's loss by n_examples / (n_classes x "
+        "n_examples of its class), scikit-learn's 'balanced', for unbalanced classes (not with "
+        "mixup or cutmix).",
+        "data",
+        choices=CLASS_WEIGHTS,
     )
     cache: bool = option(
         False, "keep the decoded images in memory after the first epoch.", "data"
@@ -136,6 +160,34 @@ class TrainingConfig:
         bounds=POSITIVE_INT,
     )
     # Model.
+    backbone: str = option(
+        "vgg",
+        "vgg (the paper's CIFAR VGG; alias vgg-cifar), a keras.applications name (resnet50, "
+        "resnet50v2, efficientnetv2b0, convnexttiny, mobilenetv3small, ...: docs/training.md) "
+        "or a keras-hub preset: a local preset folder, a preset name, or an hf:// or kaggle:// "
+        "handle.",
+        "model",
+    )
+    weights: str | None = option(
+        None,
+        "the backbone's starting weights: imagenet, preset (a keras-hub preset's own), none "
+        "(random) or the PATH of a weights file. Default: imagenet for keras.applications, the "
+        "preset's own for keras-hub, none for vgg.",
+        "model",
+    )
+    attention_layers: str | None = option(
+        None,
+        "comma list of the layers whose outputs get an attention estimator: VGG block numbers "
+        "(e.g. 4,5), else backbone layer names. Default: the variant's blocks (VGG), else the "
+        "last layer at each of the strides 8, 16 and 32.",
+        "model",
+    )
+    global_layer: str | None = option(
+        None,
+        "the backbone layer whose output (average-pooled) is the global feature g; default: "
+        "the last layer at stride 32. Not for vgg.",
+        "model",
+    )
     variant: str = option(
         "att3-concat-pc",
         "paper variant: tokens att3|att2|noatt, concat|indep, pc|dp, softmax|sigmoid, "
@@ -219,6 +271,22 @@ class TrainingConfig:
         "label smoothing in [0, 1) (default: the recipe's, budget: 0.1).",
         "optimisation",
         bounds=FRACTION,
+    )
+    freeze_backbone_epochs: int = option(
+        0,
+        "train epochs 1..N with the backbone frozen (the attention head and the classifier "
+        "only), then every layer, the backbone's batch norm in inference mode and its rate "
+        "scaled by --backbone-lr-multiplier. With 0 a pretrained backbone is fine-tuned that "
+        "way from the start.",
+        "optimisation",
+        bounds=NON_NEGATIVE_INT,
+    )
+    backbone_lr_multiplier: float = option(
+        0.1,
+        "the backbone's learning rate as a fraction of the head's while it is fine-tuned "
+        "(after --freeze-backbone-epochs, or throughout for a pretrained backbone).",
+        "optimisation",
+        bounds=POSITIVE,
     )
     steps_per_epoch: int | None = option(
         None,
@@ -349,6 +417,8 @@ class TrainingConfig:
         for name, value in recipe.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.image_size is None:
+            self.image_size = default_image_size(self)
         check_options(self)
         self._check_combinations()
         return self
@@ -367,10 +437,17 @@ class TrainingConfig:
         """The rules a single field's declaration cannot state."""
         parse_variant(self.variant)
         self.augmentations  # Parsing the names is the check.
-        if self.image_size % VGG_REDUCTION:
+        check_backbone_settings(self)
+        if self.validation_split is not None and self.data_dir is None:
             raise ValueError(
-                f"`image_size` must be a multiple of {VGG_REDUCTION} (the VGG "
-                f"backbone pools five times); received {self.image_size}."
+                "`validation_split` splits an image folder (data_dir, --data-dir); a "
+                f"tensorflow-datasets set has its own splits; received dataset={self.dataset!r}."
+            )
+        if self.class_weight is not None and self.label_mode == "categorical":
+            raise ValueError(
+                f"`class_weight` weighs each example by its class, but augment={self.augment!r} "
+                "mixes two classes into each example (Keras would weigh it by the larger share "
+                "alone); drop mixup/cutmix or class_weight."
             )
         if self.lr_schedule == "cosine":
             check_warmup(self.epochs, self.warmup_epochs)

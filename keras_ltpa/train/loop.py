@@ -6,7 +6,8 @@ it with `model.fit` (callbacks from `keras_ltpa.train.callbacks`, spread over
 devices by `keras_ltpa.train.distribution`), evaluates it on the test split and
 exports it for TF Serving. The pieces live in their own modules:
 `optimizers` (SGD and the schedule), `devices` (precision and XLA),
-`runs` (the run directory).
+`runs` (the run directory), `stages` (the backbone, and training it frozen
+then fine-tuned).
 """
 
 import dataclasses
@@ -26,11 +27,12 @@ from keras_ltpa.model import build_model
 from keras_ltpa.serving import export
 from keras_ltpa.train import callbacks as ltpa_callbacks
 from keras_ltpa.train import runs
+from keras_ltpa.train import stages as ltpa_stages
 from keras_ltpa.train.config import TrainingConfig
 from keras_ltpa.train.distribution import check_jit_compile
 from keras_ltpa.train.distribution import resolve_distribution
 from keras_ltpa.train.distribution import scaled_learning_rate
-from keras_ltpa.train.losses import compile_model
+from keras_ltpa.train.losses import balanced_class_weight
 from keras_ltpa.train.optimizers import make_optimizer
 from keras_ltpa.train.precision import run_precision
 from keras_ltpa.utils.files import write_json
@@ -57,8 +59,11 @@ def _pixel_statistics(config, class_names, source):
     `pixel_stats="cifar10"` keeps CIFAR-10's fixed values (the reference
     code's); `"data"` computes the training split's in one pass; `"auto"`
     keeps CIFAR-10's for CIFAR-10 (tfds `cifar10`, or a folder of its ten
-    classes) and computes them for any other data.
+    classes) and computes them for any other data. A pretrained backbone
+    brings its own preprocessing: no statistics, `(None, None, ...)`.
     """
+    if not ltpa_stages.needs_pixel_statistics(config):
+        return None, None, "backbone preprocessing"
     is_cifar10 = config.dataset == "cifar10" or (
         config.data_dir is not None
         and tuple(class_names) == ltpa_data.CIFAR10_CLASS_NAMES
@@ -121,7 +126,8 @@ class SetupError(ValueError):
 
 @dataclasses.dataclass
 class _Data:
-    """The checked input of a run: pipelines, classes, pixel statistics."""
+    """The checked input of a run: pipelines, classes, pixel statistics,
+    class weights and the validation split."""
 
     train: object  # tf.data.Dataset of (images, labels) batches
     test: object
@@ -131,6 +137,8 @@ class _Data:
     pixel_mean: tuple
     pixel_std: tuple
     pixel_source: str
+    class_weight: dict = None
+    split: dict = None
 
 
 @dataclasses.dataclass
@@ -142,6 +150,8 @@ class _Setup:
     precision: str
     data: _Data
     settings: dict  # what config.json records
+    stages: list = None  # the `keras_ltpa.train.stages.Stage`s of the run
+    jit_compile: object = None
     model: object = None
     overlay_images: object = None
     overlay_labels: object = None
@@ -170,12 +180,14 @@ def _set_up(config):
     keras.utils.set_random_seed(seed)
 
     # Everything is read and checked before the run directory is touched.
+    ltpa_stages.check_backbone_source(config)
     data = _load_data(config, distribution, seed)
-    settings = _run_settings(config, data, distribution, precision_choice, seed)
+    stages = ltpa_stages.training_stages(config)
+    settings = _run_settings(config, data, distribution, precision_choice, seed, stages)
     runs.check_resume(os.fspath(config.output_dir), settings)
-    setup = _Setup(config, distribution, precision, data, settings)
+    setup = _Setup(config, distribution, precision, data, settings, stages, jit_compile)
     with distribution.scope():
-        setup.model = _build_model(setup, jit_compile)
+        setup.model = _build_model(setup)
     # The attention grid runs the model on the chief alone, which a
     # multi-process model (its weights live on every process) cannot do.
     if config.tensorboard and config.overlay_images and distribution.num_processes == 1:
@@ -186,10 +198,12 @@ def _set_up(config):
 
 
 def _load_data(config, distribution, seed):
-    """The training and test pipelines, the classes and the pixel statistics."""
+    """The training and test pipelines, the classes, the pixel statistics,
+    the class weights and the validation split."""
     source = dict(
         dataset=config.dataset,
         data_dir=config.data_dir,
+        validation_split=config.validation_split,
         tfds_data_dir=config.tfds_data_dir,
         image_size=(config.image_size, config.image_size),
         batch_size=distribution.global_batch_size(config.batch_size),
@@ -227,13 +241,20 @@ def _load_data(config, distribution, seed):
             f"{source['batch_size']} ({config.batch_size} per replica x "
             f"{distribution.num_replicas} replicas); lower --batch-size."
         )
+    class_weight = None
+    if config.class_weight == "balanced":
+        counts, _ = ltpa_data.label_counts("train", limit=config.limit, **source)
+        class_weight = balanced_class_weight(counts)
+    split = None
+    if config.validation_split is not None:
+        split = ltpa_data.describe_split(config.data_dir, config.validation_split)
     return _Data(
         train, test, class_names, steps_per_epoch, source["batch_size"],
-        pixel_mean, pixel_std, pixel_source,
+        pixel_mean, pixel_std, pixel_source, class_weight, split,
     )
 
 
-def _run_settings(config, data, distribution, precision_choice, seed):
+def _run_settings(config, data, distribution, precision_choice, seed, stages):
     """The run's config.json: every option, and what was resolved from them."""
     settings = dataclasses.asdict(config)
     settings.update(
@@ -248,9 +269,15 @@ def _run_settings(config, data, distribution, precision_choice, seed):
         steps_per_epoch=data.steps_per_epoch,
         distribution=distribution.describe(),
         global_batch_size=data.global_batch_size,
-        pixel_mean=list(data.pixel_mean),
-        pixel_std=list(data.pixel_std),
+        pixel_mean=None if data.pixel_mean is None else list(data.pixel_mean),
+        pixel_std=None if data.pixel_std is None else list(data.pixel_std),
         pixel_stats_source=data.pixel_source,
+        stages=[stage.describe() for stage in stages],
+        # JSON keys are strings: the class weights as a list by class id.
+        class_weights=None if data.class_weight is None else [
+            data.class_weight.get(index) for index in range(len(data.class_names))
+        ],
+        validation_split_files=data.split,
         cpu_kernels=cpu_defaults.describe(),
         learning_rate_used=scaled_learning_rate(
             config.learning_rate, distribution, config.lr_scaling
@@ -259,39 +286,20 @@ def _run_settings(config, data, distribution, precision_choice, seed):
     return settings
 
 
-def _build_model(setup, jit_compile):
-    """The compiled model of the run (call inside the distribution's scope)."""
+def _build_model(setup):
+    """The model of the run, not compiled: each stage compiles it (call
+    inside the distribution's scope)."""
     config, data = setup.config, setup.data
-    model = build_model(
+    statistics = {}
+    if data.pixel_mean is not None:
+        statistics = dict(pixel_mean=data.pixel_mean, pixel_std=data.pixel_std)
+    return build_model(
         len(data.class_names),
         input_shape=(config.image_size, config.image_size, 3),
-        variant=config.variant,
-        width_multiplier=config.width_multiplier,
-        dropout=config.dropout,
-        pixel_mean=data.pixel_mean,
-        pixel_std=data.pixel_std,
         class_names=data.class_names,
+        **statistics,
+        **ltpa_stages.model_options(config),
     )
-    optimizer = make_optimizer(
-        data.steps_per_epoch,
-        learning_rate=setup.settings["learning_rate_used"],
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        weight_decay_mode=config.weight_decay_mode,
-        decay_epochs=config.lr_decay_epochs,
-        decay_factor=config.lr_decay_factor,
-        schedule=config.lr_schedule,
-        epochs=config.epochs,
-        warmup_epochs=config.warmup_epochs,
-    )
-    compile_model(
-        model,
-        optimizer,
-        label_mode=config.label_mode,
-        jit_compile=jit_compile,
-        label_smoothing=config.label_smoothing,
-    )
-    return model
 
 
 def _train(setup, start):
@@ -303,7 +311,7 @@ def _train(setup, start):
         write_json(os.path.join(run_dir, runs.CONFIG_FILE), setup.settings)
     history = _fit(setup)
     metrics = _evaluate(setup)
-    epochs_trained = len(history.history.get("loss", []))
+    epochs_trained = len(history.get("loss", []))
     model_path = export_path = None
     if distribution.is_chief:  # The other processes of a group write nothing.
         model_path = runs.save_model(
@@ -324,9 +332,44 @@ def _train(setup, start):
 
 
 def _fit(setup):
-    """`model.fit` with the run's callbacks; FloatingPointError when the
-    loss turned NaN/inf."""
+    """Trains the run's stages in turn; returns their merged history (a
+    dict of lists). A stage its backup records as finished trains nothing:
+    its backup restores the weights and optimizer the next stage goes on
+    from. FloatingPointError when the loss turned NaN/inf."""
+    config, data = setup.config, setup.data
+    backup_root = os.path.join(setup.run_dir, runs.BACKUP_DIR)
+    history, previous = {}, None
+    for stage in setup.stages[ltpa_stages.first_stage(setup.stages, backup_root):]:
+        # The optimizer's variables belong to the distribution, as the model's.
+        with setup.distribution.scope():
+            optimizer = make_optimizer(
+                data.steps_per_epoch,
+                learning_rate=setup.settings["learning_rate_used"],
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                weight_decay_mode=config.weight_decay_mode,
+                decay_epochs=config.lr_decay_epochs,
+                decay_factor=config.lr_decay_factor,
+                schedule=config.lr_schedule,
+                epochs=config.epochs,
+                warmup_epochs=config.warmup_epochs,
+            )
+            ltpa_stages.compile_stage(
+                setup.model, stage, optimizer, previous,
+                label_mode=config.label_mode,
+                jit_compile=setup.jit_compile,
+                label_smoothing=config.label_smoothing,
+            )
+        for key, values in _fit_stage(setup, stage).history.items():
+            history.setdefault(key, []).extend(values)
+        previous = setup.model.optimizer
+    return history
+
+
+def _fit_stage(setup, stage):
+    """`model.fit` over one stage's epochs with the run's callbacks."""
     config, distribution, run_dir = setup.config, setup.distribution, setup.run_dir
+    backup_dir = ltpa_stages.backup_dir(os.path.join(run_dir, runs.BACKUP_DIR), stage)
     callbacks = ltpa_callbacks.make_callbacks(
         run_dir,
         epochs=config.epochs,
@@ -338,17 +381,20 @@ def _fit(setup):
         progress_bar=config.verbose != 0,
         # On a CPU a run can take days: say so after the first steps.
         steps_per_epoch=None if gpu_compute_capability() else setup.data.steps_per_epoch,
+        backup_dir=backup_dir,
     )
     callbacks = ltpa_callbacks.distributed_callbacks(
-        callbacks, run_dir, distribution, config.save_freq
+        callbacks, run_dir, distribution, config.save_freq, backup_dir=backup_dir
     )
     with distribution.scope():
         history = setup.model.fit(
             setup.data.train,
             validation_data=setup.data.test,
-            epochs=config.epochs,
+            initial_epoch=stage.start,
+            epochs=stage.end,
             steps_per_epoch=config.steps_per_epoch,
             callbacks=callbacks,
+            class_weight=setup.data.class_weight,
             verbose=config.verbose if distribution.is_chief else 0,
             shuffle=False,  # The pipeline shuffles.
         )
@@ -373,6 +419,7 @@ def _evaluate(setup):
         test_examples=int(sum(int(np.shape(labels)[0]) for _, labels in setup.data.test)),
         class_names=setup.data.class_names,
         variant=config.variant,
+        backbone=config.backbone,
         width_multiplier=config.width_multiplier,
         precision=setup.precision,
         backend=keras.backend.backend(),

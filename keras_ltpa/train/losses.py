@@ -87,3 +87,27 @@ def compile_model(
         jit_compile=resolve_jit_compile(jit_compile),
     )
     return model
+
+
+def balanced_class_weight(counts):
+    """Keras `class_weight` that balances the classes: `n / (k * n_c)` for a
+    class of `n_c` examples, `n` examples in all and `k` classes present
+    (scikit-learn's `compute_class_weight("balanced")`). A class without
+    examples gets no entry (Keras then weighs it 1).
+
+    Args:
+        counts: the number of training examples of each class id.
+
+    Returns:
+        A dict {class id: weight}.
+
+    Example:
+    >>> balanced_class_weight([6, 2, 0])
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    counts = [int(count) for count in counts]
+    present = [count for count in counts if count > 0]
+    if not present:
+        raise ValueError("`class_weight` needs training examples; every class count is 0.")
+    total, classes = sum(present), len(present)
+    return {index: total / (classes * count) for index, count in enumerate(counts) if count > 0}

@@ -98,6 +98,8 @@ POSITIVE = Range(float, 0, low_open=True)
 NON_NEGATIVE = Range(float, 0)
 # [0, 1): a rate or a share that cannot be whole (dropout, label smoothing).
 FRACTION = Range(float, 0, 1, high_open=True)
+# (0, 1): a share that is neither nothing nor everything (a held-out part).
+SHARE = Range(float, 0, 1, low_open=True, high_open=True)
 
 
 def option(default, help, group, *, flag=None, choices=None, bounds=None, exclusive=None):

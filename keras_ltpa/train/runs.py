@@ -5,7 +5,8 @@ and finding a run's model and class names.
     history.csv            one row per finished epoch (kept across resumes)
     checkpoints/best.keras best validation accuracy so far (+ best.json)
     checkpoints/last.keras the end of the last finished epoch
-    backup/                BackupAndRestore state (resume)
+    backup/                BackupAndRestore state (resume); a frozen-backbone
+                           stage's own in backup/frozen_backbone/
     tensorboard/           train/ and validation/ scalars, attention/ grids
     model.keras            the final model
     metrics.json           test loss and accuracy of the final model
@@ -36,7 +37,10 @@ EXPORT_DIR = "saved_models"
 
 # Settings a resumed run must share with the run it continues: they fix the
 # weights' shapes and the meaning of the labels.
-RESUME_KEYS = ("variant", "width_multiplier", "dropout", "image_size", "class_names")
+RESUME_KEYS = (
+    "variant", "width_multiplier", "dropout", "image_size", "class_names", "backbone", "weights",
+    "attention_layers", "global_layer", "freeze_backbone_epochs", "validation_split",
+)
 
 # Where a run keeps a model, in the order they are looked for: the final
 # model, then the best and last checkpoints of an unfinished run.
@@ -76,6 +80,17 @@ def check_resume(run_dir, settings):
                 "Use another --output-dir to start a new run, or the same "
                 "settings to resume it."
             )
+
+
+def backup_epoch(backup_dir):
+    """The epochs a BackupAndRestore folder has recorded as done, or None
+    when it holds no backup."""
+    path = os.path.join(os.fspath(backup_dir), "training_metadata.json")
+    try:
+        with open(path) as file:
+            return int(json.load(file)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def remove_temporaries(run_dir):

@@ -111,3 +111,82 @@ def test_augment_help_names_every_augmentation():
     (augment,) = [f for f in dataclasses.fields(training.TrainingConfig) if f.name == "augment"]
     for name in pipelines.AUGMENTATIONS:
         assert name in augment.metadata["help"]
+
+
+def test_image_size_defaults_to_the_backbone_s():
+    assert training.TrainingConfig().validate().image_size == 32
+    for backbone in ("resnet50", "tests/fixtures"):  # a keras.applications name, a folder
+        config = training.TrainingConfig(data_dir="images", backbone=backbone).validate()
+        assert config.image_size == 224
+    # Any size from 32 for backbones other than the VGG.
+    training.TrainingConfig(data_dir="images", backbone="resnet50", image_size=72).validate()
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(backbone="resnet50", image_size=31), r"`image_size` must be >= 32 with backbone 'resnet50'"),
+        (dict(weights="imagenet"), r"`weights` applies to keras.applications and keras-hub"),
+        (dict(global_layer="conv5"), r"`global_layer` names a layer of a keras.applications"),
+        (dict(attention_layers="block4"), r"VGG backbone `attention_layers` lists block numbers"),
+        (dict(backbone="resnet50", width_multiplier=0.5), r"`width_multiplier` is an option of the VGG"),
+        (dict(backbone="resnet50", variant="att2"), r"variant='att2' names VGG blocks"),
+        (dict(backbone="resnet50", variant="noatt", attention_layers="a", global_layer="b"),
+         r"no attention estimator"),
+        (dict(backbone="resnet50", variant="att3-after"), r"token 'after' applies to the VGG"),
+        (dict(freeze_backbone_epochs=4, epochs=3), r"`freeze_backbone_epochs` must be <= epochs \(3\)"),
+        (dict(backbone="resnet50", pixel_stats="data"), r"`pixel_stats` applies to a backbone from random"),
+        (dict(dataset="cifar10", data_dir=None, validation_split=0.2), r"`validation_split` splits an image folder"),
+        (dict(augment="cutmix", class_weight="balanced"), r"`class_weight` weighs each example by its class"),
+    ],
+)
+def test_backbone_settings_are_checked_together(changes, match):
+    settings = dict(data_dir="images", epochs=3)
+    settings.update(changes)
+    with pytest.raises(ValueError, match=match):
+        training.TrainingConfig(**settings).validate()
+
+
+@pytest.mark.parametrize(
+    "changes, planned",
+    [
+        # The paper's VGG, and any backbone from random weights: one stage.
+        (dict(), [("train", 0, 4, "all", 1.0)]),
+        (dict(backbone="resnet50", weights="none"), [("train", 0, 4, "all", 1.0)]),
+        # A pretrained backbone is fine-tuned from the start...
+        (dict(backbone="resnet50"), [("fine_tune", 0, 4, "all_but_batch_norm", 0.1)]),
+        # ...or after frozen epochs, as is any backbone given some.
+        (dict(backbone="resnet50", freeze_backbone_epochs=1, backbone_lr_multiplier=0.5),
+         [("frozen_backbone", 0, 1, "none", 1.0), ("fine_tune", 1, 4, "all_but_batch_norm", 0.5)]),
+        (dict(freeze_backbone_epochs=4), [("frozen_backbone", 0, 4, "none", 1.0)]),
+    ],
+)
+def test_training_stages(changes, planned):
+    from keras_ltpa.train import stages
+
+    config = training.TrainingConfig(data_dir="images", epochs=4, **changes).validate()
+    plan = stages.training_stages(config)
+    assert [(s.name, s.start, s.end, s.backbone_trainable, s.lr_multiplier) for s in plan] == planned
+    # Only the frozen stage keeps its backup apart from backup/.
+    assert [s.backup for s in plan] == ["frozen_backbone" if s.name == "frozen_backbone" else "." for s in plan]
+
+
+def test_model_options_follow_the_variant_and_the_taps():
+    from keras_ltpa.train import stages
+
+    vgg = training.TrainingConfig(variant="att2-indep-dp", attention_layers="3,5").validate()
+    assert stages.model_options(vgg) == dict(
+        backbone="vgg", width_multiplier=1.0, dropout=0.0, attention_layers=(3, 5),
+        aggregation="indep", compatibility="dp",
+    )
+    other = training.TrainingConfig(
+        data_dir="images", backbone="resnet50", attention_layers="a, b", global_layer="c"
+    ).validate()
+    assert stages.model_options(other) == dict(
+        backbone="resnet50", weights=None, attention_layers=("a", "b"), global_layer="c",
+        aggregation="concat", compatibility="pc",
+    )
+    default_taps = training.TrainingConfig(data_dir="images", backbone="resnet50").validate()
+    assert stages.model_options(default_taps)["attention_layers"] is None
+    baseline = training.TrainingConfig(data_dir="images", backbone="resnet50", variant="noatt").validate()
+    assert stages.model_options(baseline)["attention_layers"] == ()

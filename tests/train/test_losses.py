@@ -43,3 +43,20 @@ def test_round_trips_through_its_config_and_rejects_bad_values():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="label_smoothing"):
             SparseCrossentropyWithSmoothing(bad)
+
+
+def test_balanced_class_weight_is_scikit_learn_s():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from keras_ltpa.train.losses import balanced_class_weight
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, size=997, p=[0.6, 0.25, 0.1, 0.04, 0.01])
+    expected = compute_class_weight("balanced", classes=np.unique(labels), y=labels)
+    weights = balanced_class_weight(np.bincount(labels, minlength=5))
+    assert sorted(weights) == np.unique(labels).tolist()
+    np.testing.assert_allclose([weights[c] for c in sorted(weights)], expected, rtol=1e-12)
+    # A class the training split lacks gets no weight (Keras then uses 1).
+    assert balanced_class_weight([4, 0, 2]) == {0: 0.75, 2: 1.5}
+    with pytest.raises(ValueError, match="every class count is 0"):
+        balanced_class_weight([0, 0])
