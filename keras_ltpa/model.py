@@ -187,9 +187,9 @@ class AttentionClassifier(keras.Model):
     @property
     def backbone_config(self):
         """The config's `backbone`: "vgg" or the serialized backbone model."""
-        if not hasattr(self, "_backbone_config"):
-            self._backbone_config = backbones.resolve.serialized(self._backbone)
-        return self._backbone_config
+        # Serialized at each call: the backbone's layers change their
+        # `trainable` flags between fine-tuning stages.
+        return backbones.resolve.serialized(self._backbone)
 
     @property
     def variant(self):

@@ -237,3 +237,21 @@ def test_the_export_answers_both_signatures_with_the_maps(nested, tmp_path):
     # Folded, nested batch norms included, and said so in the export's metadata.
     assert info["batch_norm_folded"] is True and info["folded_layers"], info
     assert info["fold_max_relative_difference"] <= bound
+
+
+def test_a_saved_model_keeps_the_trainable_flags_of_its_current_stage(tmp_path):
+    # Stage 1 freezes the backbone (and a checkpoint records the config),
+    # stage 2 unfreezes it but for batch norm: a file saved then must
+    # reload with stage 2's flags, so that training it goes on as it was.
+    model = keras_ltpa.build_model(4, IMAGE_SHAPE, backbone="mobilenetv3small", weights="none")
+    backbones.freeze_backbone(model)
+    frozen_trainable = len(model.trainable_weights)
+    model.get_config()
+    backbones.unfreeze_backbone(model)
+    assert len(model.trainable_weights) > frozen_trainable
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    trainable = lambda m: sorted(v.path for v in m.trainable_weights)  # noqa: E731
+    assert trainable(loaded) == trainable(model)
+    batch_norms = [layer for layer in _all_layers(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(layer.trainable for layer in batch_norms)

@@ -22,6 +22,7 @@ from keras_ltpa.utils.files import write_atomically
 from keras_ltpa.utils.files import write_json
 from keras_ltpa.utils.keras_internals import BackupAndRestoreHooks
 from keras_ltpa.utils.keras_internals import TensorBoardHooks
+from keras_ltpa.utils.keras_internals import clear_restored_epoch
 
 
 def _learning_rate(optimizer):
@@ -333,7 +334,7 @@ class BackupAndRestore(BackupAndRestoreHooks):
         super().on_train_end(logs)
         # Keras keeps the restored epoch on the model, where the next `fit`
         # of a later training stage would start from it instead of its own.
-        self.model._initial_epoch = None
+        clear_restored_epoch(self.model)
 
     def save_backup(self):
         with outside_distribution():  # Also when one process of several saves.

@@ -12,6 +12,8 @@ fails loudly, naming the attribute, when a Keras release changes one:
   variable is excluded from weight decay (`exclude_from_weight_decay`).
 - `keras.Model._nodes_by_depth`: present on functional models only (their
   layer graph can be cloned and rewired).
+- `keras.Model._initial_epoch`: the epoch `BackupAndRestore` restored, which
+  `fit` starts from; Keras never clears it (`clear_restored_epoch`).
 """
 
 import keras
@@ -34,6 +36,18 @@ def is_functional(model):
     """True for a functional `keras.Model` (a graph of layers), including
     subclasses built with `super().__init__(inputs, outputs)`."""
     return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+
+
+def clear_restored_epoch(model):
+    """Forgets the epoch a `BackupAndRestore` restored into `model`, so that
+    a later `fit` (the next training stage) starts from its own
+    `initial_epoch`."""
+    if not hasattr(model, "_initial_epoch"):
+        raise AttributeError(
+            f"Keras {keras.__version__} keeps no `_initial_epoch` on models: update "
+            "keras_ltpa/utils/keras_internals.py"
+        )
+    model._initial_epoch = None
 
 
 class BackupAndRestoreHooks(keras.callbacks.BackupAndRestore):

@@ -97,3 +97,22 @@ def test_tensorboard_hook_sees_the_logs(tmp_path):
     model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0,
               callbacks=[Recording(str(tmp_path), write_graph=False, profile_batch=0)])
     assert seen and "loss" in seen[0]
+
+
+def test_clear_restored_epoch_lets_the_next_fit_start_at_its_own_epoch(tmp_path):
+    # A backup restored at epoch 2 makes Keras' fit start there; once
+    # cleared, a later fit starts from its own `initial_epoch` again.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[backup])
+    restored = keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[restored])
+    assert model._initial_epoch == 2
+    keras_internals.clear_restored_epoch(model)
+    assert model._initial_epoch is None
+    history = model.fit(x, y, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
+    with pytest.raises(AttributeError, match="_initial_epoch"):
+        keras_internals.clear_restored_epoch(object())
