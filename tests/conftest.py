@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import socket
 import sys
 import time
 
@@ -409,3 +410,14 @@ def recorded_tfds_loads(monkeypatch):
 
     monkeypatch.setattr(pipelines, "load_dataset", recording_load)
     return asked
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every connection fails at once, as on a machine without network."""
+
+    def refuse(*args, **kwargs):
+        raise OSError(101, "Network is unreachable (simulated)")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)

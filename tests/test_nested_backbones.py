@@ -16,7 +16,9 @@ from keras_ltpa import backbones
 from keras_ltpa.evaluation import gradcam
 from keras_ltpa.evaluation import overlays
 from tests.backbones.conftest import IMAGE_SHAPE
+from tests.backbones.conftest import all_layers
 from tests.backbones.conftest import hub_preset  # noqa: F401  (the fixture)
+from tests.backbones.conftest import randomize_batch_norm
 from tests.conftest import require_package
 
 EPS32 = float(np.finfo("float32").eps)
@@ -26,27 +28,9 @@ KINDS = ["keras-hub", "keras.applications"]
 MAP_SIZES = [(8, 8), (4, 4), (2, 2)]
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def _randomize_batch_norm(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
-            layer.beta.assign(rng.normal(0, 0.2, channels))
-            layer.moving_mean.assign(rng.normal(0, 0.5, channels))
-            layer.moving_variance.assign(rng.uniform(0.2, 2.0, channels))
-
-
 def _depth(model):
     """Layers with weights a value passes through, at most (the bound's depth)."""
-    return sum(1 for layer in _all_layers(model) if layer.weights and not isinstance(layer, keras.Model))
+    return sum(1 for layer in all_layers(model) if layer.weights and not isinstance(layer, keras.Model))
 
 
 def _images(count=3, seed=0, shape=IMAGE_SHAPE):
@@ -75,7 +59,7 @@ def nested(request):
         model = keras_ltpa.build_model(
             4, IMAGE_SHAPE, backbone="mobilenetv3small", weights="none", class_names=CLASS_NAMES
         )
-    _randomize_batch_norm(model)
+    randomize_batch_norm(model)
     return request.param, model
 
 
@@ -172,7 +156,7 @@ def test_grad_cam_of_the_plain_baseline_is_its_classifier_on_the_map():
     keras.utils.set_random_seed(3)
     model = keras_ltpa.build_model(4, IMAGE_SHAPE, backbone="mobilenetv3small", weights="none",
                                    attention_layers=())
-    _randomize_batch_norm(model)
+    randomize_batch_norm(model)
     images = _images(2)
     maps = gradcam.grad_cam(model, images, class_index=2)
     (taps,) = backbones.backbone_layers(model)
@@ -253,5 +237,5 @@ def test_a_saved_model_keeps_the_trainable_flags_of_its_current_stage(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
     trainable = lambda m: sorted(v.path for v in m.trainable_weights)  # noqa: E731
     assert trainable(loaded) == trainable(model)
-    batch_norms = [layer for layer in _all_layers(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
+    batch_norms = [layer for layer in all_layers(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
     assert batch_norms and not any(layer.trainable for layer in batch_norms)

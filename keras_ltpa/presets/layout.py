@@ -190,15 +190,20 @@ def write_preset(model, folder, metadata=None):
     return folder
 
 
-def read_metadata(path, label):
-    """The JSON object in metadata file `path`, or a one-line ValueError."""
+def _read_json(path, label, file_name):
+    """The JSON in a preset's file `path`, or a one-line ValueError naming it."""
     try:
         with open(path, encoding="utf-8") as file:
-            metadata = json.load(file)
+            return json.load(file)
     except FileNotFoundError:
-        raise ValueError(f"Preset {label} is incomplete: {METADATA_FILE} is missing ({path}).") from None
+        raise ValueError(f"Preset {label} is incomplete: {file_name} is missing ({path}).") from None
     except (OSError, ValueError) as error:
-        raise ValueError(f"Preset {label} has a corrupt {METADATA_FILE} ({path}): {_one_line(error)}") from None
+        raise ValueError(f"Preset {label} has a corrupt {file_name} ({path}): {_one_line(error)}") from None
+
+
+def read_metadata(path, label):
+    """The JSON object in metadata file `path`, or a one-line ValueError."""
+    metadata = _read_json(path, label, METADATA_FILE)
     if not isinstance(metadata, dict):
         raise ValueError(f"Preset {label}: {METADATA_FILE} ({path}) does not hold a JSON object.")
     return metadata
@@ -206,13 +211,7 @@ def read_metadata(path, label):
 
 def read_config(path, label):
     """The AttentionClassifier config in `path`, checked, or a one-line ValueError."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            config = json.load(file)
-    except FileNotFoundError:
-        raise ValueError(f"Preset {label} is incomplete: {CONFIG_FILE} is missing ({path}).") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Preset {label} has a corrupt {CONFIG_FILE} ({path}): {_one_line(error)}") from None
+    config = _read_json(path, label, CONFIG_FILE)
     registered = config.get("registered_name") if isinstance(config, dict) else None
     if registered != REGISTERED_NAME:
         what = registered or (config.get("class_name") if isinstance(config, dict) else None)

@@ -3,6 +3,7 @@ blocks, built from its config (random weights) and saved as a local preset
 folder, with an image converter holding ImageNet's scale and offset."""
 
 import keras
+import numpy as np
 import pytest
 
 from tests.conftest import require_package
@@ -38,3 +39,24 @@ def hub_preset(tmp_path_factory):
     )
     converter.save_to_preset(str(folder))
     return str(folder)
+
+
+def all_layers(model):
+    """Every layer of `model`, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def randomize_batch_norm(model, seed=0):
+    """Trained-like BN statistics in every layer, nested backbones included,
+    so that a preset that dropped them would answer differently."""
+    rng = np.random.default_rng(seed)
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+            layer.beta.assign(rng.normal(0, 0.2, channels))
+            layer.moving_mean.assign(rng.normal(0, 0.5, channels))
+            layer.moving_variance.assign(rng.uniform(0.2, 2.0, channels))

@@ -32,17 +32,6 @@ def test_a_bad_backbone_name_lists_what_is_allowed():
     assert "hf:// or kaggle:// handle" in message and message.endswith("received backbone='resnet5O'.")
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every connection fails at once, as on a machine without network."""
-
-    def refuse(*args, **kwargs):
-        raise OSError(101, "Network is unreachable (simulated)")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
 @pytest.mark.parametrize("handle", HANDLES + ["resnet_18_imagenet"])
 def test_a_keras_hub_handle_without_network_fails_in_one_line(no_network, handle):
     pytest.importorskip("keras_hub")

@@ -7,7 +7,6 @@ one line naming it; a preset is float32 and never half-written."""
 import json
 import os
 import shutil
-import socket
 import time
 
 import keras
@@ -20,7 +19,9 @@ from keras_ltpa.backbones import downloads
 from keras_ltpa.model import AttentionClassifier
 from keras_ltpa.presets import layout
 from tests.backbones.conftest import IMAGE_SHAPE
+from tests.backbones.conftest import all_layers
 from tests.backbones.conftest import hub_preset  # noqa: F401  (the fixture)
+from tests.backbones.conftest import randomize_batch_norm
 from tests.conftest import FIXTURES_ROOT
 from tests.conftest import require_package
 
@@ -35,26 +36,6 @@ def _images(shape, count=3, seed=0):
 
 def _logits(model, images):
     return np.asarray(keras.ops.convert_to_numpy(model(images, training=False)), "float64")
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def _randomize_batch_norm(model, seed=0):
-    """Trained-like BN statistics in every layer, nested backbones included,
-    so that a preset that dropped them would answer differently."""
-    rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
-            layer.beta.assign(rng.normal(0, 0.2, channels))
-            layer.moving_mean.assign(rng.normal(0, 0.5, channels))
-            layer.moving_variance.assign(rng.uniform(0.2, 2.0, channels))
 
 
 def assert_same_model(loaded, model, images):
@@ -100,7 +81,7 @@ def test_a_fresh_model_round_trips_with_its_metadata(tmp_path):
     keras.utils.set_random_seed(3)
     names = [f"class {i}" for i in range(10)]
     model = keras_ltpa.build_model(10, width_multiplier=0.0625, variant="att2-indep-dp", class_names=names)
-    _randomize_batch_norm(model)
+    randomize_batch_norm(model)
     model.compile(optimizer="sgd", loss="mse")
     folder = model.save_to_preset(str(tmp_path / "mine"), {"dataset": "mine", "recipe": "budget"})
     assert sorted(os.listdir(tmp_path)) == ["mine"]  # No temporary folder left.
@@ -130,7 +111,7 @@ def test_a_keras_hub_backbone_round_trips(hub_preset, tmp_path, source):  # noqa
     if source == "backbone object":
         backbone = keras_hub.models.Backbone.from_preset(hub_preset)
     model = keras_ltpa.build_model(4, IMAGE_SHAPE, backbone=backbone)
-    _randomize_batch_norm(model)
+    randomize_batch_norm(model)
     folder = model.save_to_preset(tmp_path / "hub")
     config = (tmp_path / "hub" / "config.json").read_text()
     assert '"keras_hub>ResNetBackbone"' in config
@@ -146,13 +127,13 @@ def test_a_preset_is_saved_in_float32_whatever_trained_it(hub_preset, tmp_path):
     require_package("keras_hub", "hub")
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = keras_ltpa.build_model(4, IMAGE_SHAPE, backbone=hub_preset)
-    backbone_layers = [layer for layer in _all_layers(model) if "block" in layer.name]
+    backbone_layers = [layer for layer in all_layers(model) if "block" in layer.name]
     assert backbone_layers and {layer.dtype_policy.name for layer in backbone_layers} == {"mixed_bfloat16"}
     folder = model.save_to_preset(tmp_path / "bf16-trained")
     keras.config.set_dtype_policy("float32")
     assert "mixed_bfloat16" not in (tmp_path / "bf16-trained" / "config.json").read_text()
     loaded = AttentionClassifier.from_preset(folder)
-    assert {layer.dtype_policy.name for layer in _all_layers(loaded)} == {"float32"}
+    assert {layer.dtype_policy.name for layer in all_layers(loaded)} == {"float32"}
     # Mixed-precision variables are float32 already: the weights are kept exactly.
     for ours, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
@@ -265,7 +246,7 @@ def test_an_existing_preset_is_replaced_only_by_a_complete_one(tmp_path, monkeyp
 def saved_preset(tmp_path):
     keras.utils.set_random_seed(7)
     model = keras_ltpa.build_model(10, width_multiplier=0.0625)
-    _randomize_batch_norm(model)
+    randomize_batch_norm(model)
     return model, model.save_to_preset(tmp_path / "published")
 
 
@@ -293,17 +274,6 @@ def test_a_handle_loads_through_the_hub_client(saved_preset, tmp_path, monkeypat
     assert_same_model(loaded, model, _images((32, 32, 3)))
     where = handle.split("://", 1)[1]
     assert sorted(fetched) == sorted((where, name) for name in layout.PRESET_FILES)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every connection fails at once, as on a machine without network."""
-
-    def refuse(*args, **kwargs):
-        raise OSError(101, "Network is unreachable (simulated)")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.mark.parametrize("handle", ["hf://keras/ltpa-demo", "kaggle://keras/ltpa/keras/demo/1"])
