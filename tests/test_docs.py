@@ -18,9 +18,28 @@ commands. A command is checked where it runs one of ours:
 
 Commands that need more than a clone and a CPU say so in a comment on their
 line or in the comment block above them (`needs network`, `needs docker`,
-`needs a server`, `needs a GPU`, `long`); such commands are only parsed, as
-all others are here. pip, docker and curl commands, and those that read a
-tensorflow-datasets set, must carry their marker.
+`needs a server`, `needs a GPU`, `long`). pip, docker and curl commands, and
+those that read a tensorflow-datasets set, must carry their marker.
+
+Every shell block holding one of our commands says, on the line before its
+fence, how it is checked beyond parsing:
+
+- `<!-- run: short -->`: its commands (those not marked `needs ...`) run as
+  written, in order, in an empty folder, under TensorFlow;
+- `<!-- run: tiny (why) -->`: the same, each fit command with
+  `TINY_OVERRIDE` appended (one step on a few images; argparse keeps the
+  last value of a flag);
+- `<!-- run: parse (why) -->`: only parsed (network, GPUs, long, or a
+  command that writes into the repository).
+
+A run reads the committed fixtures where a page names data a clone lacks
+(`SUBSTITUTIONS`: `../shared/data` -> tests/fixtures/data, the same layout;
+`path/to/images` and the like -> folders of it), finds the reader's own
+files it names (`photo.jpg`, `cat.png`, ...) made from fixture images, and
+a `runs/NAME` an earlier network or long command would have trained as a
+run directory holding a shipped preset (`_stand_in_run`). Each command exits
+0 within `RUN_TIMEOUT` and writes what its `--output`, `--output-dir` or
+`--report-dir` names.
 
 Relative links (and their #anchors), `keras_ltpa.*` names and repository
 paths written in code spans must exist; Python blocks must compile, and the
@@ -34,6 +53,7 @@ import dataclasses
 import functools
 import importlib
 import io
+import os
 import pathlib
 import re
 import runpy
@@ -43,6 +63,8 @@ import sys
 import tempfile
 
 import pytest
+
+from tests.conftest import SMALL_DATA_DIR
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -60,12 +82,17 @@ README_TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest -q -n auto'
 # --- Reading the pages ---------------------------------------------------
 
 
+RUN_MARKER = re.compile(r"^<!--\s*run:\s*(\w+)\s*(?:\((.*)\))?\s*-->$")
+RUN_MODES = ("short", "tiny", "parse")
+
+
 @dataclasses.dataclass
 class Block:
     page: pathlib.Path
     line: int  # 1-based line of the first line inside the fence
     language: str
     lines: list
+    run: tuple = None  # (mode, reason) of a `<!-- run: ... -->` line before the fence
 
 
 def _rel(path):
@@ -77,19 +104,22 @@ def _rel(path):
 
 def fenced_blocks(page):
     """The fenced code blocks of a Markdown page, and its text outside them."""
-    blocks, prose, fence, current = [], [], None, None
+    blocks, prose, fence, current, previous = [], [], None, None, ""
     for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
         stripped = line.strip()
         if fence is None:
             match = re.match(r"^(`{3,}|~{3,})\s*([\w+-]*)", stripped)
             if match:
                 fence = match.group(1)
-                current = Block(page, number + 1, match.group(2).lower(), [])
+                marker = RUN_MARKER.match(previous)
+                run = (marker.group(1), (marker.group(2) or "").strip()) if marker else None
+                current = Block(page, number + 1, match.group(2).lower(), [], run)
             else:
                 prose.append(line)
+                previous = stripped or previous
         elif stripped.startswith(fence) and stripped.strip(fence[0]) == "":
             blocks.append(current)
-            fence = None
+            fence, previous = None, ""
         else:
             current.lines.append(line)
     return blocks, "\n".join(prose)
@@ -104,6 +134,7 @@ class Command:
     text: str
     words: list
     comment: str
+    block: Block = None
 
     @property
     def markers(self):
@@ -163,7 +194,7 @@ def shell_commands(block):
         for word in [*split_words(command), ";"]:
             if word in SEPARATORS:
                 if segment:
-                    yield Command(block.page, line, text, segment, f"{pending} {comment}")
+                    yield Command(block.page, line, text, segment, f"{pending} {comment}", block)
                 segment = []
             else:
                 segment.append(word)
@@ -396,6 +427,181 @@ def test_docker_and_client_commands_say_what_they_need(command):
     assert wanted in command.markers, f"say '# {wanted}' for: {command.text}"
 
 
+# --- Running the commands ------------------------------------------------------
+
+# Paths the pages name that a clone does not hold, and what a run reads
+# instead: the committed fixtures (tests/fixtures/data, the layout of
+# ../shared/data) and image folders from them.
+SUBSTITUTIONS = (
+    ("../shared/data", SMALL_DATA_DIR),
+    ("path/to/images", SMALL_DATA_DIR / "cifar10"),  # DIR/train/<class>, DIR/test/<class>
+    ("/data/flowers", SMALL_DATA_DIR / "cifar10"),
+    ("/data/photos", SMALL_DATA_DIR / "cifar10" / "train"),  # DIR/<class>/*.jpg
+)
+# Appended to each fit command of a `tiny` block (argparse keeps the last value).
+TINY_OVERRIDE = [
+    "--epochs", "1", "--steps-per-epoch", "1", "--limit", "32", "--test-limit", "16",
+    "--batch-size", "16", "--no-export", "--no-tensorboard", "--jit-compile", "off",
+]
+OUTPUT_FLAGS = ("--output", "--output-dir", "--report-dir")
+RUN_DIR = re.compile(r"^runs/[\w.-]+")
+NEEDS = re.compile(r"\bneeds\b", re.IGNORECASE)
+# A command runs in about 10 s (start-up, a tiny model); a stuck one fails.
+RUN_TIMEOUT = 300
+
+
+def _block_id(block):
+    return f"{_rel(block.page)}:{block.line}"
+
+
+def _is_fit(command):
+    found = _ours(command)
+    return bool(found) and (found[1].endswith("fit.py") or found[1] == "ltpa-fit")
+
+
+MARKED_BLOCKS = list({id(c.block): c.block for c in CHECKED}.values())
+RUN_BLOCKS = [b for b in MARKED_BLOCKS if b.run and b.run[0] in ("short", "tiny")]
+
+
+def _runnable(block):
+    """The commands of ours a short/tiny block runs: those not marked `needs ...`."""
+    return [c for c in CHECKED if c.block is block and not NEEDS.search(c.comment)]
+
+
+@pytest.mark.parametrize("block", MARKED_BLOCKS, ids=_block_id)
+def test_each_command_block_says_how_it_is_checked(block):
+    where = _block_id(block)
+    assert block.run, (
+        f"{where}: say before the block how it is checked: `<!-- run: short -->` (runs as "
+        "written), `<!-- run: tiny (why) -->` (fit with one step) or `<!-- run: parse (why) -->`"
+    )
+    mode, reason = block.run
+    assert mode in RUN_MODES, f"{where}: run: {mode} is not one of {RUN_MODES}"
+    if mode == "parse":
+        assert reason, f"{where}: say why the block is only parsed: <!-- run: parse (why) -->"
+        return
+    runnable = _runnable(block)
+    assert runnable, f"{where}: every command needs something; mark the block run: parse (why)"
+    for command in runnable:
+        kind = _ours(command)[0]
+        assert kind in ("script", "entry", "module", "code"), (
+            f"{where}: a {kind} command does not run here; mark the block run: parse (why)"
+        )
+        assert not (kind == "module" and _ours(command)[1] == "pytest"), (
+            f"{where}: the test suite does not run inside itself; mark the block run: parse (why)"
+        )
+        if mode == "short":
+            assert "long" not in command.markers, f"{where}: a long command: run: tiny or parse"
+    if mode == "tiny":
+        assert reason, f"{where}: say what the tiny override shortens: <!-- run: tiny (why) -->"
+        assert any(_is_fit(c) for c in runnable), f"{where}: run: tiny shortens fit commands; none here"
+
+
+def _substitute(word):
+    flag, equals, value = word.partition("=") if word.startswith("--") and "=" in word else ("", "", word)
+    for written, actual in SUBSTITUTIONS:
+        if value == written or value.startswith(written + "/"):
+            value = str(actual) + value[len(written):]
+            break
+    return f"{flag}{equals}{value}" if equals else value
+
+
+def _argv(command, tiny):
+    """The command as a process to start: our interpreter, the repository's
+    scripts, the substituted paths, and the tiny override for fit."""
+    kind, program, arguments = _ours(command)
+    env = dict(w.split("=", 1) for w in command.words if ENV_ASSIGNMENT.match(w))
+    arguments = [_substitute(a) for a in arguments]
+    if tiny and _is_fit(command):
+        arguments = [*arguments, *TINY_OVERRIDE]
+    if kind == "script":
+        head = [sys.executable, str(REPO_ROOT / program)]
+    elif kind == "entry":
+        installed = pathlib.Path(sys.executable).with_name(program)
+        module, _, function = console_scripts()[program].partition(":")
+        head = [str(installed)] if installed.exists() else [
+            sys.executable, "-c", f"import sys; from {module} import {function}; sys.exit({function}())"
+        ]
+    elif kind == "module":
+        head = [sys.executable, "-m", program]
+    else:
+        head = [sys.executable, "-c", program]
+    return head + arguments, env
+
+
+def _write_inputs(folder):
+    """The files the pages name as a reader's own: photo.jpg, more_photos/,
+    cat.jpg and cat.png (CIFAR-10 fixture images)."""
+    import shutil
+
+    from PIL import Image
+
+    cats = sorted((SMALL_DATA_DIR / "cifar10" / "test" / "cat").iterdir())
+    shutil.copy(cats[0], folder / "photo.jpg")
+    shutil.copy(cats[1], folder / "cat.jpg")
+    Image.open(cats[2]).save(folder / "cat.png")
+    (folder / "more_photos").mkdir()
+    for path in cats[3:5]:
+        shutil.copy(path, folder / "more_photos" / path.name)
+
+
+@pytest.fixture(scope="module")
+def stand_in_models(tmp_path_factory):
+    """The shipped presets saved as `.keras` files: what a finished run
+    directory holds."""
+    import keras_ltpa
+
+    folder = tmp_path_factory.mktemp("stand_in_models")
+    paths = {}
+    for name in ("cifar10-att3-w0125", "cifar10-vgg-w0125"):
+        paths[name] = folder / f"{name}.keras"
+        keras_ltpa.load_preset(name).save(paths[name])
+    return paths
+
+
+def _stand_in_run(run_dir, models):
+    """A run directory holding a shipped preset's model.keras, standing in for
+    the `runs/NAME` an earlier (network or long) command of a page trains: the
+    plain VGG preset for a `noatt` name (a baseline), else the attention one."""
+    import shutil
+
+    preset = "cifar10-vgg-w0125" if "noatt" in run_dir.name else "cifar10-att3-w0125"
+    run_dir.mkdir(parents=True)
+    shutil.copy(models[preset], run_dir / "model.keras")
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=_block_id)
+def test_command_block_runs(block, tmp_path, stand_in_models):
+    """The block's commands, in order, in an empty folder (with the inputs a
+    reader brings): each exits 0 and writes what its --output, --output-dir
+    or --report-dir names."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    _write_inputs(cwd)
+    for command in _runnable(block):
+        argv, env = _argv(command, tiny=block.run[0] == "tiny")
+        stdout_file = None
+        if ">" in argv:
+            at = argv.index(">")
+            argv, stdout_file = argv[:at], cwd / argv[at + 1]
+        outputs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in OUTPUT_FLAGS]
+        for index, word in enumerate(argv):
+            match = RUN_DIR.match(word)
+            if match and argv[index - 1] not in OUTPUT_FLAGS and not (cwd / match.group()).exists():
+                _stand_in_run(cwd / match.group(), stand_in_models)
+        result = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+            env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", **env),
+        )
+        assert result.returncode == 0, f"{command.ident()}: exit {result.returncode}\n{result.stderr[-3000:]}"
+        if stdout_file is not None:
+            stdout_file.write_text(result.stdout)
+        for output in outputs:
+            assert (cwd / output).exists(), f"{command.ident()}: wrote no {output}"
+
+
 def test_readme_keeps_its_two_commands_and_the_comparison_block():
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert README_TEST_COMMAND in text
@@ -427,6 +633,24 @@ def test_the_checker_reads_comments_continuations_and_separators(tmp_path):
     parser = script_parser("training/fit.py")
     assert reads_tfds(parser, parse(parser, _ours(commands[0])[2]))
     assert not reads_tfds(parser, parse(parser, _ours(commands[3])[2]))
+
+
+def test_the_checker_reads_run_markers_and_substitutes_paths(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- run: tiny (300 epochs) -->\n\n"
+        "```bash\npython training/fit.py --data-dir path/to/images --epochs 300\n```\n\n"
+        "```bash\npython training/export.py runs/x --name ltpa\n```\n"
+    )
+    first, second = fenced_blocks(page)[0]
+    assert first.run == ("tiny", "300 epochs") and second.run is None  # No carrying over.
+    (command,) = shell_commands(first)
+    argv, env = _argv(command, tiny=True)
+    assert argv[:2] == [sys.executable, str(REPO_ROOT / "training" / "fit.py")] and env == {}
+    assert argv[2:6] == ["--data-dir", str(SMALL_DATA_DIR / "cifar10"), "--epochs", "300"]
+    assert argv[6:] == TINY_OVERRIDE
+    assert _substitute("--data-dir=../shared/data/cifar10") == f"--data-dir={SMALL_DATA_DIR}/cifar10"
+    assert _substitute("../shared/database") == "../shared/database"
 
 
 @pytest.mark.parametrize("arguments", [["--no-such-flag"], ["--precision", "float64"], ["--epochs", "x"]])

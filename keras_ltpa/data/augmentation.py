@@ -12,7 +12,9 @@ Keras runs them on TensorFlow whatever the backend):
     crop         random crop after zero padding of 1/8 of the side (4 pixels
                  at 32x32), the paper's
     flip         random horizontal flip, the paper's
-    randaugment  `keras.layers.RandAugment`
+    randaugment  `keras.layers.RandAugment` (its equalisation counting
+                 each channel's histogram with one `bincount` under every
+                 backend: `_Equalization`)
     mixup        `keras.layers.MixUp` on each batch (soft labels)
     cutmix       `keras.layers.CutMix` on each batch (soft labels)
 """
@@ -133,7 +135,7 @@ def image_augmenter(augment, image_size, seed=None):
     if "flip" in augment:
         layers.append(keras.layers.RandomFlip("horizontal", seed=_seed(seed, 1)))
     if "randaugment" in augment:
-        layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=_seed(seed, 2)))
+        layers.append(_rand_augment(seed=_seed(seed, 2)))
     if not layers:
         return None
     pad_y, pad_x = max(1, height // 8), max(1, width // 8)
@@ -147,6 +149,36 @@ def image_augmenter(augment, image_size, seed=None):
         return _to_uint8(image)
 
     return _augment
+
+
+class _Equalization(keras.layers.Equalization):
+    """`keras.layers.Equalization` whose histogram, inside a TensorFlow
+    graph (`tf.data`), is one `tf.math.bincount` whatever the Keras backend.
+
+    Keras chooses the histogram by the global backend: under JAX, where
+    `bincount` does not compile, it adds one comparison per bin (256) and
+    channel, and inside `tf.data`, which runs the layer on TensorFlow, those
+    become some 20,000 graph ops (about 20 s to trace on two CPU cores). The
+    counts are the same.
+    """
+
+    def _custom_histogram_fixed_width(self, values, value_range, nbins):
+        if not tf.inside_function():
+            return super()._custom_histogram_fixed_width(values, value_range, nbins)
+        low, high = (float(bound) for bound in value_range)
+        scaled = (tf.cast(values, "float32") - low) * (nbins - 1) / (high - low)
+        indices = tf.clip_by_value(tf.cast(scaled, "int32"), 0, nbins - 1)
+        return tf.math.bincount(
+            tf.reshape(indices, [-1]), minlength=nbins, maxlength=nbins, dtype=tf.int32
+        )
+
+
+def _rand_augment(seed=None):
+    """`keras.layers.RandAugment` on 0-255 pixels, with `_Equalization`."""
+    layer = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
+    if isinstance(getattr(layer, "equalization", None), keras.layers.Equalization):
+        layer.equalization = _Equalization(value_range=(0, 255))
+    return layer
 
 
 def batch_augmenter(augment, num_classes, seed=None):
