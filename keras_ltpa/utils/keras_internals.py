@@ -12,6 +12,9 @@ fails loudly, naming the attribute, when a Keras release changes one:
   variable is excluded from weight decay (`exclude_from_weight_decay`).
 - `keras.Model._nodes_by_depth`: present on functional models only (their
   layer graph can be cloned and rewired).
+- `keras.layers.Equalization._custom_histogram_fixed_width(values,
+  value_range, nbins)`: the histogram RandAugment's equalisation uses, which
+  `keras_ltpa.data.augmentation` computes in-graph inside `tf.data`.
 - `keras.Model._initial_epoch`: the epoch `BackupAndRestore` restored, which
   `fit` starts from; Keras never clears it (`clear_restored_epoch`).
 """
@@ -24,6 +27,7 @@ PRIVATE_ATTRIBUTES = (
     (keras.callbacks.BackupAndRestore, "_save_model"),
     (keras.callbacks.BackupAndRestore, "_load_model"),
     (keras.optimizers.Optimizer, "_use_weight_decay"),
+    (keras.layers.Equalization, "_custom_histogram_fixed_width"),
 )
 
 

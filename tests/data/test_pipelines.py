@@ -4,7 +4,6 @@ augmentation and the errors on bad input."""
 import os
 import shutil
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -135,11 +134,6 @@ def test_mixup_and_cutmix_give_soft_labels(image_folder):
     assert ((labels > 0) & (labels < 1)).any()  # Some labels are mixed.
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() == "jax",
-    reason="tracing RandAugment into tf.data takes ~40 s under the JAX backend; "
-    "the TensorFlow and torch runs cover it",
-)
 def test_randaugment_keeps_shape_and_dtype_and_changes_images(image_folder):
     kwargs = dict(data_dir=image_folder, batch_size=12, shuffle=False)
     plain, _ = data.load_dataset("train", augment="none", **kwargs)

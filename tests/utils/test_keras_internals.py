@@ -28,6 +28,9 @@ def test_signatures_are_the_ones_wrapped():
     assert params(keras.callbacks.BackupAndRestore, "_save_model") == ["self"]
     assert params(keras.callbacks.BackupAndRestore, "_load_model") == ["self"]
     assert params(keras.optimizers.Optimizer, "_use_weight_decay") == ["self", "variable"]
+    assert params(keras.layers.Equalization, "_custom_histogram_fixed_width") == [
+        "self", "values", "value_range", "nbins"
+    ]
 
 
 def test_uses_weight_decay_follows_the_exclusions():
