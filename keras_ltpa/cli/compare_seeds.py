@@ -78,16 +78,30 @@ def add_report(seeds_path, report_path, seed):
     return document
 
 
+# The rows the README shows (one per claim; every row is in seeds.md):
+# accuracy, FGSM at 2 and 8 grey levels, transfer top-1, and the best map
+# (attention_3) against Grad-CAM and the prior under both rules.
+README_ROWS = (
+    ("accuracy",), ("fgsm", "2"), ("fgsm", "8"), ("transfer", "top1"),
+    ("jaccard", "mean", "attention_3"), ("jaccard", "0.25", "attention_3"),
+)
+
+
 def readme_block(comparison, seeds_path):
-    """The README's block: the table, and the command that wrote it."""
+    """The README's block: the headline rows (`README_ROWS`), a link to the
+    full table, and the command that wrote it."""
     from keras_ltpa.evaluation import seeds
 
+    headline = dict(comparison, rows=[row for row in comparison["rows"] if tuple(row["key"]) in README_ROWS])
+    full_table = os.path.join(os.path.dirname(seeds_path), "seeds.md")
     return "\n".join([
         START_MARKER,
         "<!-- Written by `python training/compare_seeds.py` from "
         f"`{seeds_path}`; edit that, not this. -->",
         "",
-        seeds.markdown(comparison).rstrip(),
+        seeds.markdown(headline).rstrip(),
+        "",
+        f"Every figure (each FGSM eps, each map and rule): [{full_table}]({full_table}).",
         END_MARKER,
     ])
 
