@@ -19,7 +19,7 @@ def _report(directory, model_accuracy, baseline_accuracy):
         "classification": {"model": {"accuracy": model_accuracy},
                            "baseline": {"accuracy": baseline_accuracy}},
         "localization": [{"threshold": "mean",
-                          "jaccard": {"attention_3": 0.4, "gaussian_prior": 0.42,
+                          "jaccard": {"attention_1": 0.1, "attention_3": 0.4, "gaussian_prior": 0.42,
                                       "baseline_cam": 0.3}}],
     }
     (directory / "report.json").write_text(json.dumps(report))
@@ -61,6 +61,10 @@ def test_seeds_from_reports_to_table_and_readme(tmp_path, capsys):
     assert written.startswith("# Title\n\ntext before\n<!-- seeds:start -->\n<!-- Written by")
     assert written.endswith("<!-- seeds:end -->\nafter\n") and "OLD BLOCK" not in written
     assert "+2.0 [+0.7, +3.3] | holds |" in written
+    # The README keeps the headline rows only and links the full table.
+    assert "| Jaccard, mean rule: attention_3 vs baseline Grad-CAM |" in written
+    assert "attention_1" in text and "attention_1" not in written
+    assert f"]({table})" in written
     # Rerunning without --add-report rewrites the same text.
     assert compare_seeds.main(files) == 0
     assert readme.read_text() == written
