@@ -19,6 +19,15 @@ measured in the same process (target: batch-1 p50 within 1.5x of the
 float32 floor); then `--threads` threads each sending `--requests` batch-1
 `serve_bytes` requests to the one loaded model (images/s, p50/p99).
 
+With `--backbone NAME` (a `keras.applications` name such as
+`mobilenetv3small` or `resnet50`, random weights: nothing is downloaded) and
+`--image-size N` the same is measured for such a model at its own
+resolution, on real photos (Caltech-101 JPEGs resized to N x N) where the
+shared data is present; `--batches 1,8` sets the two batch sizes, and
+`--exports limits_on` keeps to the shipped export. Each call's first run (the
+cost a TF Serving warm-up request spares the first client at that batch
+size) is reported beside its p50.
+
 TensorFlow backend only (SavedModel). Commands:
 
     KERAS_BACKEND=tensorflow python benchmarks/serving.py
@@ -27,8 +36,13 @@ TensorFlow backend only (SavedModel). Commands:
         --iterations 300 --iterations-32 60
     KERAS_BACKEND=tensorflow python benchmarks/serving.py --precision mixed_bfloat16
     KERAS_BACKEND=tensorflow python benchmarks/serving.py --smoke
+    # a 224-px model on a pretrained-type backbone (random weights):
+    KERAS_BACKEND=tensorflow python benchmarks/serving.py --backbone resnet50 \
+        --image-size 224 --batches 1,8 --exports limits_on --iterations 20 \
+        --iterations-large 6 --threads 4 --requests 4
 
-Writes `benchmarks/results/serving[_w<width>][_<precision>].json`.
+Writes `benchmarks/results/serving[_w<width>][_<precision>].json`, or
+`serving_<backbone>_<size>px[_<precision>].json` for another backbone.
 """
 
 import concurrent.futures
@@ -40,7 +54,6 @@ import time
 import measure
 import numpy as np
 
-BATCHES = (1, 32)
 EXPORTS = {
     "limits_on": {},
     "limits_off": {"max_image_pixels": None, "max_batch_size": None, "max_request_pixels": None},
@@ -50,20 +63,56 @@ EXPORTS = {
 
 def parse_args(argv=None):
     parser = measure.argument_parser(__doc__)
-    parser.add_argument("--width", type=measure.positive(float), default=1.0)
+    parser.add_argument("--width", type=measure.positive(float), default=1.0,
+                        help="width multiplier of the paper's VGG (--backbone vgg)")
+    parser.add_argument("--backbone", default="vgg",
+                        help="vgg (the paper's model) or a keras.applications name, e.g. "
+                        "mobilenetv3small, resnet50 (random weights)")
+    parser.add_argument("--image-size", type=measure.positive(int), default=32,
+                        help="the model's input size in pixels (square)")
+    parser.add_argument("--batches", default="1,32",
+                        help="the two batch sizes measured, small then large")
+    parser.add_argument("--exports", default=",".join(EXPORTS),
+                        help=f"which exports to measure, of {', '.join(EXPORTS)}")
     parser.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"),
                         default="auto", help="dtype policy of the exported model (auto: what "
                         "`--precision auto` picks for inference here)")
     parser.add_argument("--iterations", type=measure.positive(int), default=30, help="at batch 1")
-    parser.add_argument("--iterations-32", type=measure.positive(int), default=6, help="at batch 32")
+    parser.add_argument("--iterations-large", "--iterations-32", dest="iterations_large",
+                        type=measure.positive(int), default=6, help="at the large batch")
     parser.add_argument("--warmup", type=measure.positive(int), default=3)
     parser.add_argument("--threads", type=measure.positive(int), default=8)
     parser.add_argument("--requests", type=measure.positive(int), default=10, help="per thread")
     args = parser.parse_args(argv)
+    args.batches = batch_sizes(parser, args.batches)
+    args.exports = measure.comma_list(parser, "--exports", args.exports, tuple(EXPORTS))
     if args.smoke:
-        args.width, args.iterations, args.iterations_32, args.warmup = measure.SMOKE_WIDTH, 3, 2, 1
+        args.width, args.iterations, args.iterations_large, args.warmup = measure.SMOKE_WIDTH, 3, 2, 1
         args.threads, args.requests = 2, 2
     return args
+
+
+def batch_sizes(parser, text):
+    """`--batches`: two positive integers, small then large."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
+        parser.error(f"--batches: expected two batch sizes, small then large (e.g. 1,8); "
+                     f"received {text!r}")
+    return sizes
+
+
+def build_served_model(args):
+    """The model measured: the paper's VGG at `--width`, or `--backbone`
+    with random weights, at `--image-size`."""
+    from keras_ltpa import build_model
+
+    shape = (args.image_size, args.image_size, 3)
+    if args.backbone == "vgg":
+        return build_model(10, shape, variant="att3-concat-pc", width_multiplier=args.width)
+    return build_model(10, shape, backbone=args.backbone, weights="none")
 
 
 def cifar_jpegs(count):
@@ -78,7 +127,35 @@ def cifar_jpegs(count):
             for _ in range(count)]
 
 
-def torch_eager_steps(width):
+def photo_jpegs(count, size):
+    """`count` JPEGs of `size` x `size` pixels: Caltech-101 test photos resized
+    (quality 90, as a camera or browser writes them), else smooth synthetic
+    images (noise would make decoding unrealistically slow)."""
+    import io
+
+    from PIL import Image
+
+    paths = sorted((measure.SHARED_DATA_DIR / "caltech101" / "test").glob("*/*.jpg"))
+    paths = paths[:: max(1, len(paths) // count)][:count]
+    images = [Image.open(path).convert("RGB") for path in paths]
+    if len(images) < count:
+        ramp = np.linspace(0, 255, size, dtype="float32")
+        images = [Image.fromarray(np.stack([np.add.outer(ramp, ramp * i / count) / 2] * 3, -1)
+                                  .astype("uint8")) for i in range(count)]
+    files = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.resize((size, size), Image.BILINEAR).save(buffer, "JPEG", quality=90)
+        files.append(buffer.getvalue())
+    return files
+
+
+def test_jpegs(args, count):
+    """The `serve_bytes` inputs: CIFAR-10 files at 32 px, photos otherwise."""
+    return cifar_jpegs(count) if args.image_size == 32 else photo_jpegs(count, args.image_size)
+
+
+def torch_eager_steps(width, batches):
     """A worker's PyTorch eager inference of the same network at each batch size."""
     import torch
     from versus_torch import build_reference
@@ -86,7 +163,7 @@ def torch_eager_steps(width):
     torch.manual_seed(0)
     network = build_reference(width=width).eval()
     steps = {}
-    for batch in BATCHES:
+    for batch in batches:
         tensor = torch.from_numpy(
             np.random.default_rng(batch).integers(0, 256, (batch, 3, 32, 32)).astype("float32"))
 
@@ -140,30 +217,36 @@ def measure_latency(loaded, model, args):
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
+    size = args.image_size
     worker = None
-    if importlib.util.find_spec("torch") is not None:  # the comparison needs [torch]
-        worker = measure.StepWorker("serving:torch_eager_steps", {"width": args.width},
+    # The comparison needs [torch], and exists for the paper's network only.
+    if args.backbone == "vgg" and size == 32 and importlib.util.find_spec("torch") is not None:
+        worker = measure.StepWorker("serving:torch_eager_steps",
+                                    {"width": args.width, "batches": args.batches},
                                     env={"KERAS_BACKEND": "torch"})
-    latency, overhead, versus_torch = {}, {}, {}
-    for batch, iterations in zip(BATCHES, (args.iterations, args.iterations_32)):
-        pixels = tf.constant(rng.integers(0, 256, (batch, 32, 32, 3)).astype("uint8"))
-        calls = serving_calls(loaded, model, pixels, tf.constant(cifar_jpegs(batch)), batch)
+    latency, overhead, versus_torch, first_call = {}, {}, {}, {}
+    for batch, iterations in zip(args.batches, (args.iterations, args.iterations_large)):
+        pixels = tf.constant(rng.integers(0, 256, (batch, size, size, 3)).astype("uint8"))
+        calls = serving_calls(loaded, model, pixels, tf.constant(test_jpegs(args, batch)), batch)
         if worker is not None:
             calls[f"torch_eager_b{batch}"] = worker.step(f"b{batch}")
-        for call in calls.values():
-            measure.time_steps(call, 0, args.warmup)
+        for label, call in calls.items():
+            # The first call at this batch size (the smaller one already ran).
+            first_call[label] = measure.time_steps(call, 0, 1)["warmup_seconds"] * 1e3
+            measure.time_steps(call, 0, args.warmup - 1)
         times = measure.interleaved_rounds(calls, iterations)
         latency.update({label: measure.latency_summary(t) for label, t in times.items()})
-        for signature in ("serving_default", "serve_bytes"):
-            on, off = (latency[f"{signature}_b{batch}_{label}"]["p50_ms"]
-                       for label in ("limits_on", "limits_off"))
-            overhead[f"{signature}_b{batch}"] = (on - off) / off * 100
+        if {"limits_on", "limits_off"} <= set(loaded):
+            for signature in ("serving_default", "serve_bytes"):
+                on, off = (latency[f"{signature}_b{batch}_{label}"]["p50_ms"]
+                           for label in ("limits_on", "limits_off"))
+                overhead[f"{signature}_b{batch}"] = (on - off) / off * 100
         if worker is not None:
             versus_torch[f"b{batch}"] = measure.round_ratios(
                 times, f"serving_default_b{batch}_limits_on", [f"torch_eager_b{batch}"])
     if worker is not None:
         worker.close()
-    return latency, overhead, versus_torch or None
+    return latency, overhead, versus_torch or None, first_call
 
 
 def main(argv=None):
@@ -174,47 +257,62 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from keras_ltpa import build_model
     from keras_ltpa.devices import choose_precision
     from keras_ltpa.serving import export
 
     precision = choose_precision(args.precision, purpose="inference")
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(0)
-    model = build_model(10, variant="att3-concat-pc", width_multiplier=args.width)
+    model = build_served_model(args)
     with tempfile.TemporaryDirectory(prefix="ltpa_serving_") as scratch:
         loaded = {label: tf.saved_model.load(export.export_saved_model(
-            model, scratch, name=label, warmup_requests=False, **kwargs))
-            for label, kwargs in EXPORTS.items()}
-        latency, overhead, versus_torch = measure_latency(loaded, model, args)
-        load = threaded_load(loaded["limits_on"].signatures["serve_bytes"],
-                             tf.constant(cifar_jpegs(1)), args)
+            model, scratch, name=label, warmup_requests=False, **EXPORTS[label]))
+            for label in args.exports}
+        latency, overhead, versus_torch, first_call = measure_latency(loaded, model, args)
+        served = loaded.get("limits_on") or next(iter(loaded.values()))
+        load = threaded_load(served.signatures["serve_bytes"],
+                             tf.constant(test_jpegs(args, 1)), args)
 
     # The floor, measured now: forward FLOPs over the best matmul rate.
-    flops, n = measure.forward_flops(model)["total"], 128 if args.smoke else 2048
+    counted, n = measure.forward_flops(model), 128 if args.smoke else 2048
+    flops = counted["total"]
     rates = {dtype: measure.matmul_rate(n, dtype, repeats=5) for dtype in ("float32", "bfloat16")}
     floor_ms = {dtype: flops / rate * 1e3 for dtype, rate in rates.items()}
+    small, large = args.batches
+    first = next(iter(loaded))
     result = {
-        "benchmark": "serving", "smoke": args.smoke, "settings": {
-            "model": "att3-concat-pc", "width_multiplier": args.width, "precision": precision,
-            "iterations_batch_1": args.iterations, "iterations_batch_32": args.iterations_32,
-            "warmup": args.warmup},
-        "latency": latency, "limits_overhead_percent": overhead,
+        # Another backbone's results have their own table shape (batch sizes,
+        # no width): a benchmark name of their own keeps them apart.
+        "benchmark": "serving" if args.backbone == "vgg" else "serving_backbone",
+        "smoke": args.smoke, "settings": {
+            "model": "att3-concat-pc" if args.backbone == "vgg" else f"{args.backbone} (random weights)",
+            "width_multiplier": args.width if args.backbone == "vgg" else None,
+            "backbone": args.backbone, "image_size": args.image_size, "precision": precision,
+            "batches": list(args.batches), "exports": list(args.exports),
+            f"iterations_batch_{small}": args.iterations,
+            f"iterations_batch_{large}": args.iterations_large, "warmup": args.warmup},
+        "parameters": model.count_params(),
+        "latency": latency, "first_call_ms": first_call, "limits_overhead_percent": overhead,
         "torch_over_savedmodel": versus_torch, "threaded_load": load,
         "floor": {"forward_gflops": flops / 1e9, "matmul_n": n, "floor_ms": floor_ms,
                   "matmul_gflops_per_second": {d: r / 1e9 for d, r in rates.items()},
-                  "savedmodel_b1_p50_over_float32_floor":
-                      latency["serving_default_b1_limits_on"]["p50_ms"] / floor_ms["float32"]},
+                  "uncounted_layers": len(counted["uncounted"]),
+                  f"savedmodel_b{small}_p50_over_float32_floor":
+                      latency[f"serving_default_b{small}_{first}"]["p50_ms"] / floor_ms["float32"]},
         "target_overhead_percent": 2.0, "target_over_floor": 1.5,
         "memory": {"peak_rss_mib": measure.peak_rss_mib()}}
-    name = "serving" + (f"_w{args.width:g}" if args.width != 1.0 and not args.smoke else "")
+    if args.backbone == "vgg":
+        name = "serving" + (f"_w{args.width:g}" if args.width != 1.0 and not args.smoke else "")
+    else:
+        name = f"serving_{args.backbone}_{args.image_size}px"
     name += f"_{precision}" if args.precision != "auto" else ""
     measure.finish(result, name, args, load_at_start)
     for key, entry in latency.items():
-        print(f"{key:36s} p50 {entry['p50_ms']:9.2f} ms  p99 {entry['p99_ms']:9.2f} ms")
+        print(f"{key:36s} p50 {entry['p50_ms']:9.2f} ms  p99 {entry['p99_ms']:9.2f} ms  "
+              f"first call {first_call[key]:9.2f} ms")
     print(f"limits cost (%): {overhead}\nPyTorch / SavedModel: {versus_torch}\n"
-          f"batch-1 p50 / float32 floor ({floor_ms['float32']:.2f} ms): "
-          f"{result['floor']['savedmodel_b1_p50_over_float32_floor']:.2f} (target <= 1.5)\n"
+          f"batch-{small} p50 / float32 floor ({floor_ms['float32']:.2f} ms): "
+          f"{result['floor'][f'savedmodel_b{small}_p50_over_float32_floor']:.2f} (target <= 1.5)\n"
           f"threaded load: {load}")
     return result
 

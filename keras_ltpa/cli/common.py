@@ -19,6 +19,7 @@ import sys
 from keras_ltpa.train.options import NON_NEGATIVE
 from keras_ltpa.train.options import POSITIVE
 from keras_ltpa.train.options import POSITIVE_INT
+from keras_ltpa.train.options import SHARE
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -137,3 +138,92 @@ def run_main(prog, work):
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK if code is None else code
+
+
+VALIDATION_SPLIT_HELP = (
+    "for a single image folder DIR/<class>/<image> (no train/ and test/ inside): the "
+    "share of each class held out, in (0, 1), as fit.py's --validation-split; --split test "
+    "takes the held-out images (default: the share the --model run recorded in its config.json)"
+)
+
+
+# Where `folder_validation_split` found the split, in words.
+SPLIT_SOURCES = {"flag": "from --validation-split", "run": "recorded by the run"}
+
+
+def add_validation_split_argument(group):
+    """Adds `--validation-split F` (a number in (0, 1))."""
+    group.add_argument(
+        "--validation-split", type=number_argument(SHARE), metavar="F",
+        help=VALIDATION_SPLIT_HELP,
+    )
+
+
+def is_single_folder(data_dir):
+    """Whether `data_dir` is a single folder DIR/<class>/<image>: a folder
+    without a `train` sub-folder."""
+    return os.path.isdir(data_dir) and not os.path.isdir(os.path.join(data_dir, "train"))
+
+
+def folder_validation_split(data_dir, model_path, given=None):
+    """The validation split to read `data_dir` with, and where it came from.
+
+    A folder with `train/` inside is read as it is (`given` for it is a
+    ValueError naming the flag). A single folder needs a split: `given` (the
+    `--validation-split` flag), else the one the run of `model_path`
+    recorded in its config.json; with neither, a ValueError names
+    `--validation-split`. A missing folder is left to the data loader.
+
+    Returns:
+        `(fraction, source)`: `fraction` None for a train/test folder, and
+        `source` one of "flag", "run" or None.
+    """
+    if not is_single_folder(data_dir):
+        if given is not None and os.path.isdir(data_dir):
+            raise ValueError(
+                f"--validation-split splits a single folder DIR/<class>/<image>; --data-dir "
+                f"{data_dir!r} has a 'train' folder: drop --validation-split to score its "
+                "train/test split."
+            )
+        return None, None
+    if given is not None:
+        return given, "flag"
+    from keras_ltpa.train import runs
+
+    recorded = None
+    if not os.fspath(model_path).startswith("preset:"):
+        recorded = (runs.read_run_config(model_path) or {}).get("validation_split")
+    if recorded is None:
+        raise ValueError(
+            f"--data-dir {data_dir!r} has no 'train' folder: a single folder DIR/<class>/<image> "
+            "needs --validation-split F (the share of each class held out, in (0, 1), as given "
+            "to fit.py), or --model a run trained on it with --validation-split, whose "
+            "config.json records it."
+        )
+    return float(recorded), "run"
+
+
+def check_held_out_files(prog, data_dir, model_path, fraction):
+    """Warns (one line on stderr) when the held-out files of `data_dir` at
+    `fraction` are not those the run of `model_path` recorded: the folder
+    changed since training (or is another one), so images the model trained
+    on may be among those scored. Returns the number of held-out files."""
+    from keras_ltpa.data.sources import describe_split
+    from keras_ltpa.train import runs
+
+    held = describe_split(data_dir, fraction)["validation_files"]
+    config = {}
+    if not os.fspath(model_path).startswith("preset:"):
+        config = runs.read_run_config(model_path) or {}
+    recorded = (config.get("validation_split_files") or {}).get("validation_files")
+    if recorded is not None and config.get("validation_split") == fraction:
+        differ = len(set(held) ^ set(recorded))
+        if differ:
+            print(
+                f"{prog}: warning: {differ} file(s) differ between the held-out part of "
+                f"{data_dir!r} ({len(held)} files) and the one the run recorded "
+                f"({len(recorded)} files): the folder is not the one it trained on, and "
+                "images it trained on may be among those scored.",
+                file=sys.stderr,
+            )
+    return len(held)

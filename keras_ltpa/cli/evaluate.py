@@ -26,6 +26,12 @@ folder DIR/{train,test}/<class>/ or tfds set (`keras_ltpa.evaluation.domain_tran
         --data-dir ../shared/data/cifar10 --fgsm 0,1,2,4,8 \
         --transfer ../shared/data/caltech101
 
+A run trained on a single folder DIR/<class>/ with fit.py --validation-split
+is scored on the images it held out: the share its config.json records
+(or --validation-split F, e.g. with a .keras file outside its run):
+
+    python training/evaluate.py --model runs/photos --data-dir photos/
+
 All of them in one call, with --report-dir, write one report: report.json,
 report.md (the tables) and the plots fgsm_accuracy.png and
 localization_jaccard.png. --output writes the results as JSON alone.
@@ -83,8 +89,16 @@ def _add_source_arguments(parser):
     )
     source = accuracy.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="a tensorflow-datasets name, e.g. cifar10")
-    source.add_argument("--data-dir", help="an image folder DIR/<split>/<class>/<image>")
-    accuracy.add_argument("--split", default="test", help="split to score")
+    source.add_argument(
+        "--data-dir",
+        help="an image folder DIR/<split>/<class>/<image>, or a single folder "
+        "DIR/<class>/<image> split as training split it (--validation-split)",
+    )
+    accuracy.add_argument(
+        "--split", default="test",
+        help="split to score (of a single folder: 'train', else the held-out part)",
+    )
+    cli.add_validation_split_argument(accuracy)
     accuracy.add_argument("--batch-size", type=cli.positive_int, default=256)
     accuracy.add_argument(
         "--limit", type=cli.positive_int, help="score only this many images"
@@ -173,6 +187,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.fgsm and not (args.dataset or args.data_dir):
         parser.error("--fgsm attacks the images of --dataset or --data-dir: give one.")
+    if args.validation_split is not None and not args.data_dir:
+        parser.error(
+            "--validation-split splits the single folder of --data-dir; give --data-dir "
+            "(a tensorflow-datasets set has its own splits)."
+        )
     if not (args.dataset or args.data_dir or args.localization or args.transfer):
         parser.error(
             "nothing to do: give --dataset/--data-dir, --localization and/or --transfer."
@@ -220,6 +239,7 @@ def score_accuracy(args, models, results):
         image_size=model_input_size(models["model"]),
         batch_size=args.batch_size,
         limit=args.limit,
+        validation_split=args.validation_split,
     )
     results["classification"] = {
         name: evaluation.evaluate_classification(m, dataset, class_names, tta=args.tta)
@@ -306,6 +326,26 @@ def write_results(args, results):
         print(f"report: {written['markdown']}")
 
 
+def folder_source(args):
+    """Resolves the validation split of a single --data-dir folder (the
+    flag's, else the one the --model run recorded) into `args`; returns what
+    the results record of the data."""
+    args.validation_split, source = cli.folder_validation_split(
+        args.data_dir, args.model, args.validation_split
+    )
+    data = {"data_dir": args.data_dir, "split": args.split}
+    if args.validation_split is not None:
+        held_out = cli.check_held_out_files(
+            "evaluate.py", args.data_dir, args.model, args.validation_split
+        )
+        data.update(validation_split=args.validation_split,
+                    validation_split_from=source, held_out_files=held_out)
+        print(f"{args.data_dir}: a single folder, {held_out} files held out "
+              f"(validation split {args.validation_split:g}, {cli.SPLIT_SOURCES[source]}); "
+              f"scoring split {args.split!r}")
+    return data
+
+
 def evaluate(args):
     """Every evaluation the flags ask for, then the outputs."""
     # Imported here so that --help and flag errors need no backend.
@@ -317,6 +357,8 @@ def evaluate(args):
     class_names = runs.class_names_of(models["model"], args.model, args.class_names)
     sources = {"model": args.model, "baseline": args.baseline}
     results = {"models": {name: describe_model(m, sources[name]) for name, m in models.items()}}
+    if args.data_dir:
+        results["data"] = folder_source(args)
     if args.dataset or args.data_dir:
         dataset_class_names = score_accuracy(args, models, results)
         # --class-names first (as its help says), then the dataset's.

@@ -20,6 +20,13 @@ gets that class as its true label):
         --class-names airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck \\
         --output overlays/
 
+From a run trained on a single folder DIR/<class>/ (fit.py
+--validation-split): the images it held out, at the model's resolution (the
+share its config.json records, or --validation-split F):
+
+    python training/visualize.py --model runs/photos --data-dir photos/ \\
+        --num-images 8 --output overlays/
+
 From a tensorflow-datasets split:
 
     python training/visualize.py --model runs/cifar10_att3 \\
@@ -46,8 +53,17 @@ def parse_args(argv=None):
         help="image files and/or folders of images (searched recursively)",
     )
     source.add_argument("--dataset", help="a tensorflow-datasets name, e.g. cifar10")
-    source.add_argument("--data-dir", help="an image folder DIR/<split>/<class>/<image>")
-    data.add_argument("--split", default="test", help="split of --dataset/--data-dir")
+    source.add_argument(
+        "--data-dir",
+        help="an image folder DIR/<split>/<class>/<image>, or a single folder "
+        "DIR/<class>/<image> split as training split it (--validation-split)",
+    )
+    data.add_argument(
+        "--split", default="test",
+        help="split of --dataset/--data-dir (of a single folder: 'train', else the "
+        "held-out part)",
+    )
+    cli.add_validation_split_argument(data)
     data.add_argument(
         "--num-images", type=cli.positive_int, default=8,
         help="images taken from --dataset/--data-dir (a fixed mix of classes)",
@@ -67,7 +83,13 @@ def parse_args(argv=None):
         "--tile-size", type=cli.positive_int, default=128, help="tile height in pixels"
     )
     output.add_argument("--cmap", default="jet", help="matplotlib colour map")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.validation_split is not None and not args.data_dir:
+        parser.error(
+            "--validation-split splits the single folder of --data-dir; give --data-dir "
+            "(a tensorflow-datasets set has its own splits)."
+        )
+    return args
 
 
 def main(argv=None):
@@ -86,6 +108,13 @@ def main(argv=None):
         else:
             from keras_ltpa.data import pipelines as data
 
+            validation_split = None
+            if args.data_dir:
+                validation_split, _ = cli.folder_validation_split(
+                    args.data_dir, args.model, args.validation_split
+                )
+            if validation_split is not None:
+                cli.check_held_out_files("visualize.py", args.data_dir, args.model, validation_split)
             dataset, class_names = data.load_dataset(
                 args.split,
                 dataset=args.dataset,
@@ -93,6 +122,7 @@ def main(argv=None):
                 image_size=model_input_size(model),
                 batch_size=args.num_images,
                 limit=args.num_images,
+                validation_split=validation_split,
             )
             images, labels = next(dataset.as_numpy_iterator())
         paths = visualize.save_attention_grids(

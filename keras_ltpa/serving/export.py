@@ -15,6 +15,10 @@ Both return `probabilities` (N, K), the top-k `classes`, `scores` and
 bilinearly upsampled to the input size. The SavedModel runs with TensorFlow
 alone: no Keras and no keras_ltpa at serving time.
 
+Each version also holds `batching_params.pbtxt`, TF Serving batching
+parameters sized to the model's input (`warmup.batching_parameters`), which
+the server reads with `--enable_batching --enable_per_model_batching_parameters`.
+
 Batch norm is folded into the convolution before it at export (one conv
 instead of conv + BN), and the folded graph is checked against the Keras
 model before anything is written.
@@ -131,7 +135,9 @@ def export_saved_model(
             signature); skipped, and said so in the metadata, without
             tensorflow-serving-api.
 
-    Limits and warm-up are recorded in `assets.extra/keras_ltpa.json`
+    The version also holds `batching_params.pbtxt`, TF Serving batching
+    parameters sized to the model's input (`warmup.batching_parameters`).
+    Limits, warm-up and batching are recorded in `assets.extra/keras_ltpa.json`
     (`read_metadata`). See `keras_ltpa.serving.signatures` for every check.
 
     Returns:
@@ -178,7 +184,11 @@ def export_saved_model(
     def write(path):
         predictor = _write_saved_model(exported, path, class_names, top_k, limits)
         warmup_info = _write_warmup(path, name, predictor, warmup_requests)
-        write_metadata(path, model, facts, predictor, warmup_info, fold_info)
+        batching = warmup.write_batching_file(
+            path, predictor.height, predictor.width, limits["max_batch_size"]
+        )
+        # Recorded at the metadata's top level, beside the folding record.
+        write_metadata(path, model, facts, predictor, warmup_info, {**fold_info, "batching": batching})
 
     publish_version(model_dir, version_dir, write)
     return version_dir

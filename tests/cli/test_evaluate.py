@@ -265,3 +265,137 @@ def test_class_names_flag_names_the_grad_cam_class(saved_models, small_data_dir,
     capsys.readouterr()
     assert evaluate_cli.main(common) == 2
     assert "--cam-class 'c7'" in capsys.readouterr().err
+
+
+# === A run trained on a single folder DIR/<class>/ (fit.py --validation-split) ===
+
+# Per class, the files held out at a split of 0.25: a quarter of each class
+# rounded half up, at least one (fit.py's rule, counted here by hand).
+SINGLE_FOLDER_CLASSES = {"ant": 4, "bee": 5, "cat": 6}
+HELD_OUT_AT_QUARTER = {"ant": 1, "bee": 1, "cat": 2}
+
+
+def file_shades(root):
+    """{relative path: grey level} of a folder written by `single_folder_run`."""
+    return {
+        path.relative_to(root).as_posix(): int(path.stem.split("_")[1])
+        for path in root.glob("*/*.png")
+    }
+
+
+def single_folder_run(root):
+    """`root/photos/<class>/i_<grey>.png`, 32x32 flat images each of its own
+    grey level (named in the file name, so a drawn or scored image tells
+    which file it was), and a one-step run trained on them by fit.py with
+    --validation-split 0.25 in `root/run`. Returns (photos, run)."""
+    from tests.conftest import run_fit
+    from tests.conftest import write_image
+
+    photos, run = root / "photos", root / "run"
+    shade = 20
+    for name, count in SINGLE_FOLDER_CLASSES.items():
+        for i in range(count):
+            write_image(photos / name / f"{i}_{shade}.png", value=shade, size=(32, 32))
+            shade += 12
+    code = run_fit.main([
+        "--data-dir", str(photos), "--validation-split", "0.25", "--epochs", "1",
+        "--steps-per-epoch", "1", "--batch-size", "4", "--no-export", "--image-size", "32",
+        "--width", "0.0625", "--precision", "float32", "--no-tensorboard",
+        "--overlay-images", "0", "--verbose", "0", "--seed", "0", "--output-dir", str(run),
+    ])
+    assert code == 0
+    return photos, run
+
+
+@pytest.fixture(scope="module")
+def single_folder(tmp_path_factory):
+    return single_folder_run(tmp_path_factory.mktemp("single"))
+
+
+def _scored_shades(monkeypatch):
+    """Records the grey level of every image `evaluate_classification` scores."""
+    from keras_ltpa import evaluation
+
+    seen, original = [], evaluation.evaluate_classification
+
+    def spy(model, dataset, *args, **kwargs):
+        for images, _ in dataset.as_numpy_iterator():
+            seen.extend(int(round(float(image.mean()))) for image in images)
+        return original(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_classification", spy)
+    return seen
+
+
+def test_a_single_folder_run_is_scored_on_its_held_out_files(single_folder, tmp_path, monkeypatch, capsys):
+    photos, run = single_folder
+    recorded = json.loads((run / "config.json").read_text())["validation_split_files"]
+    shades = file_shades(photos)
+    assert len(recorded["validation_files"]) == sum(HELD_OUT_AT_QUARTER.values())
+    for model in (run, run / "model.keras", run / "checkpoints" / "best.keras"):
+        scored = _scored_shades(monkeypatch)
+        output = tmp_path / "results.json"
+        code = evaluate_cli.main(["--model", str(model), "--data-dir", str(photos),
+                                  "--output", str(output)])
+        assert code == 0, capsys.readouterr().err
+        assert "4 files held out (validation split 0.25, recorded by the run)" in capsys.readouterr().out
+        # The files scored are the run's held-out files, each once.
+        assert sorted(scored) == sorted(shades[f] for f in recorded["validation_files"])
+        results = json.loads(output.read_text())
+        scores = results["classification"]["model"]
+        assert scores["count"] == 4
+        assert scores["per_class_count"] == HELD_OUT_AT_QUARTER
+        assert results["data"]["validation_split"] == 0.25
+        assert results["data"]["validation_split_from"] == "run"
+    # --split train scores the rest.
+    scored = _scored_shades(monkeypatch)
+    assert evaluate_cli.main(["--model", str(run), "--data-dir", str(photos), "--split", "train"]) == 0
+    assert sorted(scored) == sorted(
+        shade for path, shade in shades.items() if path not in recorded["validation_files"])
+
+
+def test_a_single_folder_needs_a_validation_split(single_folder, small_data_dir, tmp_path, monkeypatch, capsys):
+    """A model outside its run: the flag gives the split; without it, one
+    line naming --validation-split; a train/test folder refuses the flag."""
+    import shutil
+
+    photos, run = single_folder
+    alone = tmp_path / "alone.keras"
+    shutil.copy(run / "model.keras", alone)
+    capsys.readouterr()
+    assert evaluate_cli.main(["--model", str(alone), "--data-dir", str(photos)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--validation-split" in lines[0] and "no 'train' folder" in lines[0]
+    scored = _scored_shades(monkeypatch)
+    assert evaluate_cli.main(["--model", str(alone), "--data-dir", str(photos),
+                              "--validation-split", "0.25"]) == 0
+    recorded = json.loads((run / "config.json").read_text())["validation_split_files"]
+    shades = file_shades(photos)
+    assert sorted(scored) == sorted(shades[f] for f in recorded["validation_files"])
+    assert evaluate_cli.main(["--model", str(alone), "--data-dir", str(small_data_dir / "cifar10"),
+                              "--validation-split", "0.25"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--validation-split" in lines[0] and "has a 'train' folder" in lines[0]
+    # A share outside (0, 1), or the flag without --data-dir: a flag error.
+    for argv, named in ((["--data-dir", str(photos), "--validation-split", "1"], "(0, 1)"),
+                        (["--dataset", "cifar10", "--validation-split", "0.2"], "--data-dir")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_cli.main(["--model", str(alone), *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--validation-split" in err and named in err
+
+
+def test_a_changed_folder_is_warned_of(single_folder, tmp_path, capsys):
+    """Files added since training change the held-out part: a warning."""
+    import shutil
+
+    from tests.conftest import write_image
+
+    photos, run = single_folder
+    changed = tmp_path / "changed"
+    shutil.copytree(photos, changed)
+    write_image(changed / "cat" / "6_250.png", value=250, size=(32, 32))
+    assert evaluate_cli.main(["--model", str(run), "--data-dir", str(changed)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "not the one it trained on" in err

@@ -157,3 +157,42 @@ def test_cli_on_a_tfds_split_with_another_colour_map(saved_model, tmp_path, caps
     assert differ.any()
     # The image column (the first tile of each row) is the same in both.
     assert not differ[:, :32].any()
+
+
+def test_a_single_folder_run_draws_its_held_out_images(tmp_path, capsys):
+    """The held-out files of the run's recorded split, and no others: each
+    file is a flat grey of its own level, read back from each row's image tile."""
+    from keras_ltpa.evaluation.grids import CAPTION_HEIGHT
+    from tests.cli.test_evaluate import file_shades
+    from tests.cli.test_evaluate import single_folder_run
+
+    photos, run = single_folder_run(tmp_path)
+    recorded = json.loads((run / "config.json").read_text())["validation_split_files"]
+    shades = file_shades(photos)
+    capsys.readouterr()  # what fit.py printed
+    tile = 32
+    code = visualize_cli.main([
+        "--model", str(run), "--data-dir", str(photos), "--num-images", "8",
+        "--tile-size", str(tile), "--output", str(tmp_path / "overlays"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    (path,) = capsys.readouterr().out.split()
+    grid = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    rows = (grid.shape[0] - CAPTION_HEIGHT) // (CAPTION_HEIGHT + tile)
+    drawn = [
+        int(grid[CAPTION_HEIGHT + row * (CAPTION_HEIGHT + tile) + CAPTION_HEIGHT + tile // 2,
+                 tile // 2, 0])
+        for row in range(rows)
+    ]
+    assert sorted(drawn) == sorted(shades[f] for f in recorded["validation_files"])
+    # A model file outside its run needs the share: one line naming the flag.
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "m.keras").write_bytes((run / "model.keras").read_bytes())
+    code = visualize_cli.main([
+        "--model", str(tmp_path / "alone" / "m.keras"), "--data-dir", str(photos),
+        "--output", str(tmp_path / "none"),
+    ])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--validation-split" in lines[0]
+    assert not (tmp_path / "none").exists()

@@ -535,3 +535,42 @@ def test_batching_parameters_file_parses_and_fits_the_export_limits():
     assert sizes == sorted(sizes) and sizes[-1] == parameters.max_batch_size.value
     assert parameters.batch_timeout_micros.value > 0
     assert parameters.num_batch_threads.value >= 1
+
+
+def _read_batching_file(version_dir):
+    from google.protobuf import text_format
+
+    with open(os.path.join(version_dir, "batching_params.pbtxt")) as file:
+        parameters = text_format.Parse(file.read(), _batching_parameters_class()())
+    return {
+        "max_batch_size": parameters.max_batch_size.value,
+        "batch_timeout_micros": parameters.batch_timeout_micros.value,
+        "max_enqueued_batches": parameters.max_enqueued_batches.value,
+        "num_batch_threads": parameters.num_batch_threads.value,
+        "allowed_batch_sizes": list(parameters.allowed_batch_sizes),
+    }
+
+
+def test_a_32px_export_carries_the_tracked_batching_values(serving_exports):
+    """Each version's batching_params.pbtxt (TF Serving's per-model file)
+    parses; for the paper's 32-px model its values are those of the tracked
+    saved_models/batching_parameters.txt, and the metadata records them."""
+    from google.protobuf import text_format
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "saved_models", "batching_parameters.txt")
+    with open(path) as file:
+        tracked = text_format.Parse(file.read(), _batching_parameters_class()())
+    written = _read_batching_file(serving_exports["folded"])
+    sizes = written.pop("allowed_batch_sizes")
+    assert written == {
+        "max_batch_size": tracked.max_batch_size.value,
+        "batch_timeout_micros": tracked.batch_timeout_micros.value,
+        "max_enqueued_batches": tracked.max_enqueued_batches.value,
+        "num_batch_threads": tracked.num_batch_threads.value,
+    }
+    # Every power of two up to the largest: the tracked file's sizes and 2
+    # (a padded batch wastes up to half its work, which counts for large images).
+    assert sizes == sorted(set(tracked.allowed_batch_sizes) | {2})
+    written["allowed_batch_sizes"] = sizes
+    recorded = export.read_metadata(serving_exports["folded"])["batching"]
+    assert recorded == {"file": "batching_params.pbtxt", **written}
