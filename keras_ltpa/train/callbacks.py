@@ -74,12 +74,39 @@ class HistoryCSV(keras.callbacks.Callback):
         write_atomically(self.path, _write)
 
 
+def _averaging_optimizer(model):
+    """The model's optimizer that keeps weight averages (`use_ema`), looking
+    through loss scaling; None without averages."""
+    optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer if getattr(optimizer, "use_ema", False) else None
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights` (validation with the averaged weights), which
+    also gives the model's weights arrays of their own when training ends.
+
+    `fit` ends by assigning the averages to the weights; under JAX a weight
+    then holds the very array of its average, and a later `evaluate`, which
+    hands the weights' arrays over to its compiled step, would delete the
+    optimizer's averages with them (the final save would then fail).
+    """
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        for variable in self.model.trainable_variables:
+            variable.assign(np.array(keras.ops.convert_to_numpy(variable), copy=True))
+
+
 class ModelCheckpoints(keras.callbacks.Callback):
     """Saves `last.keras` every epoch and `best.keras` on a new best.
 
     Each file is written to a temporary name and renamed. The best score so
     far is kept in `best.json`, so a resumed run does not replace a better
-    `best.keras` of its earlier part.
+    `best.keras` of its earlier part. With an optimizer that averages the
+    weights (`use_ema`) both files hold the averages, as `model.keras` does
+    at the end; the model gets its raw weights back after each save.
 
     Args:
         directory: where to write the files.
@@ -100,12 +127,28 @@ class ModelCheckpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        runs.save_model(self.model, os.path.join(self.directory, runs.LAST_CHECKPOINT))
         value = logs.get(self.monitor)
-        if value is not None and float(value) > self.best:
+        best = value is not None and float(value) > self.best
+        if _averaging_optimizer(self.model) is None:
+            self._save(best)
+        else:
+            variables = self.model.trainable_variables
+            # A copy: on torch a CPU tensor's NumPy view would follow the assignments.
+            raw = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
+            self.model.optimizer.finalize_variable_values(variables)
+            try:
+                self._save(best)
+            finally:
+                for variable, saved in zip(variables, raw):
+                    variable.assign(saved)
+        if best:
             self.best = float(value)
-            runs.save_model(self.model, os.path.join(self.directory, runs.BEST_CHECKPOINT))
             write_json(self._best_path, {"epoch": epoch + 1, self.monitor: self.best})
+
+    def _save(self, best):
+        runs.save_model(self.model, os.path.join(self.directory, runs.LAST_CHECKPOINT))
+        if best:
+            runs.save_model(self.model, os.path.join(self.directory, runs.BEST_CHECKPOINT))
 
 
 class TensorBoard(TensorBoardHooks):
@@ -248,10 +291,12 @@ def make_callbacks(
     progress_bar=True,
     steps_per_epoch=None,
     backup_dir=None,
+    ema=False,
 ):
     """The callbacks of a resumable run writing into `run_dir`.
 
-    In order: learning-rate logging, TerminateOnNaN, the progress bar, the
+    In order: with `ema`, `SwapEMAWeights` (validation with the averaged
+    weights); learning-rate logging, TerminateOnNaN, the progress bar, the
     per-epoch summary line, `history.csv`, TensorBoard (+ attention images),
     `checkpoints/{best,last}.keras`, and BackupAndRestore (`backup/`).
 
@@ -270,12 +315,21 @@ def make_callbacks(
             first steps (`EpochTimeEstimate`); None: no estimate.
         backup_dir: the BackupAndRestore folder (default: `run_dir/backup`;
             each training stage has its own, see `keras_ltpa.train.stages`).
+        ema: the optimizer averages the weights (`make_optimizer(ema=True)`):
+            validation runs with the averages swapped in (what the callbacks
+            see during validation), the raw weights back after it. The
+            checkpoints hold the averages, the backup the raw weights and
+            the averages (a resumed run trains on from the raw weights).
 
     Returns:
         A list of callbacks for `fit`.
     """
     run_dir = os.fspath(run_dir)
     callbacks = [LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
+    if ema:
+        # First, so that validation's other callbacks see the averages. Not
+        # `swap_on_epoch`: the epoch-end backup must hold the raw weights.
+        callbacks.insert(0, SwapEMAWeights(swap_on_epoch=False))
     if progress_bar:
         # Listed here (Keras would append its own last) so that the bar ends
         # its line before the summary line is printed.
@@ -388,7 +442,8 @@ def distributed_callbacks(callbacks, run_dir, distribution, save_freq=None, back
     if not distribution.is_chief:
         # The learning-rate logger reads a device value: every process runs
         # it, as the chief does.
-        callbacks = [
+        # Validation swaps the averages in on every process.
+        callbacks = [c for c in callbacks if isinstance(c, keras.callbacks.SwapEMAWeights)] + [
             LearningRateLogger(),
             keras.callbacks.TerminateOnNaN(),
             _RestoreOnlyBackup(backup_dir, save_freq=save_freq),

@@ -272,6 +272,15 @@ class TrainingConfig:
         "optimisation",
         bounds=FRACTION,
     )
+    ema: bool = option(
+        False,
+        "keep an exponential moving average of the weights (Keras' use_ema): validation, the "
+        "checkpoints and model.keras use it; the backup keeps the raw weights and the average.",
+        "optimisation",
+    )
+    ema_momentum: float = option(
+        0.99, "the average's momentum per step, with --ema.", "optimisation", bounds=SHARE
+    )
     freeze_backbone_epochs: int = option(
         0,
         "train epochs 1..N with the backbone frozen (the attention head and the classifier "

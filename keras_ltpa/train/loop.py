@@ -353,6 +353,8 @@ def _fit(setup):
                 schedule=config.lr_schedule,
                 epochs=config.epochs,
                 warmup_epochs=config.warmup_epochs,
+                ema=config.ema,
+                ema_momentum=config.ema_momentum,
             )
             ltpa_stages.compile_stage(
                 setup.model, stage, optimizer, previous,
@@ -382,6 +384,7 @@ def _fit_stage(setup, stage):
         # On a CPU a run can take days: say so after the first steps.
         steps_per_epoch=None if gpu_compute_capability() else setup.data.steps_per_epoch,
         backup_dir=backup_dir,
+        ema=config.ema,
     )
     callbacks = ltpa_callbacks.distributed_callbacks(
         callbacks, run_dir, distribution, config.save_freq, backup_dir=backup_dir

@@ -211,6 +211,8 @@ def make_optimizer(
     schedule="step",
     epochs=None,
     warmup_epochs=0,
+    ema=False,
+    ema_momentum=0.99,
 ):
     """SGD with momentum, weight decay and a learning-rate schedule.
 
@@ -222,6 +224,12 @@ def make_optimizer(
             (`keras.optimizers.SGD(weight_decay=...)`).
         decay_epochs, decay_factor, schedule, epochs, warmup_epochs: see
             `learning_rate_schedule`.
+        ema: keep an exponential moving average of the trained weights
+            (Keras' `use_ema`): after each step `average <- ema_momentum *
+            average + (1 - ema_momentum) * theta` (the first step copies
+            `theta`). `fit` puts the averages into the model when it ends;
+            `keras.callbacks.SwapEMAWeights` validates with them.
+        ema_momentum: float in (0, 1), the average's momentum per step.
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -236,10 +244,11 @@ def make_optimizer(
         epochs=epochs,
         warmup_epochs=warmup_epochs,
     )
+    averaging = dict(use_ema=bool(ema), ema_momentum=float(ema_momentum))
     if weight_decay_mode == "coupled":
         return CoupledWeightDecaySGD(
-            schedule, momentum=momentum, weight_decay=weight_decay
+            schedule, momentum=momentum, weight_decay=weight_decay, **averaging
         )
     return keras.optimizers.SGD(
-        schedule, momentum=momentum, weight_decay=weight_decay or None
+        schedule, momentum=momentum, weight_decay=weight_decay or None, **averaging
     )

@@ -36,10 +36,11 @@ TENSORBOARD_DIR = "tensorboard"
 EXPORT_DIR = "saved_models"
 
 # Settings a resumed run must share with the run it continues: they fix the
-# weights' shapes and the meaning of the labels.
+# weights' shapes, the meaning of the labels and the backup's optimizer
+# variables (`ema` adds the averages).
 RESUME_KEYS = (
     "variant", "width_multiplier", "dropout", "image_size", "class_names", "backbone", "weights",
-    "attention_layers", "global_layer", "freeze_backbone_epochs", "validation_split",
+    "attention_layers", "global_layer", "freeze_backbone_epochs", "validation_split", "ema",
 )
 
 # Where a run keeps a model, in the order they are looked for: the final

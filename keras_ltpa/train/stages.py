@@ -83,6 +83,13 @@ def check_backbone_settings(config):
             f"`freeze_backbone_epochs` must be <= epochs ({config.epochs}); received "
             f"freeze_backbone_epochs={config.freeze_backbone_epochs}."
         )
+    if config.ema and any(stage.lr_multiplier != 1.0 for stage in training_stages(config)):
+        raise ValueError(
+            "`ema` averages the weights of the run's optimizer, which the backbone's own "
+            "learning rate (LearningRateMultiplier) cannot wrap; set backbone_lr_multiplier=1 "
+            f"or leave ema off; received backbone_lr_multiplier={config.backbone_lr_multiplier!r} "
+            f"with backbone={config.backbone!r}, freeze_backbone_epochs={config.freeze_backbone_epochs}."
+        )
     if config.pixel_stats != "auto" and pretrained(config):
         raise ValueError(
             f"`pixel_stats` applies to a backbone from random weights; pretrained backbone "

@@ -136,6 +136,8 @@ def test_image_size_defaults_to_the_backbone_s():
         (dict(backbone="resnet50", variant="att3-after"), r"token 'after' applies to the VGG"),
         (dict(freeze_backbone_epochs=4, epochs=3), r"`freeze_backbone_epochs` must be <= epochs \(3\)"),
         (dict(backbone="resnet50", pixel_stats="data"), r"`pixel_stats` applies to a backbone from random"),
+        (dict(backbone="resnet50", ema=True), r"`ema` .* backbone_lr_multiplier=0.1 with backbone='resnet50'"),
+        (dict(freeze_backbone_epochs=1, ema=True), r"`ema` .*freeze_backbone_epochs=1"),
         (dict(dataset="cifar10", data_dir=None, validation_split=0.2), r"`validation_split` splits an image folder"),
         (dict(augment="cutmix", class_weight="balanced"), r"`class_weight` weighs each example by its class"),
     ],

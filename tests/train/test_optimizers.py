@@ -149,3 +149,41 @@ def test_recipes_cover_the_same_settings():
     assert set(paper) == set(budget) == {"lr_schedule", "warmup_epochs", "label_smoothing"}
     assert paper == {"lr_schedule": "step", "warmup_epochs": 0, "label_smoothing": 0.0}
     assert budget["lr_schedule"] == "cosine" and 0 < budget["label_smoothing"] < 1
+
+
+@pytest.mark.parametrize("mode", optimizers.WEIGHT_DECAY_MODES)
+def test_ema_averages_the_weights_after_each_step(mode):
+    """`average = m * average + (1 - m) * theta` after each step, the first
+    step copying `theta`; plain SGD (no momentum, no decay) at rate 0.1 on a
+    constant gradient g moves theta by -0.1 g per step."""
+    initial = np.array([1.0, -2.0], "float32")
+    gradient = np.array([0.5, 1.0], "float32")
+    variable = keras.Variable(initial)
+    optimizer = optimizers.make_optimizer(
+        1, learning_rate=0.1, momentum=0.0, weight_decay=0.0, weight_decay_mode=mode,
+        decay_epochs=0, ema=True, ema_momentum=0.9,
+    )
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    theta, average = initial.astype("float64"), None
+    for _ in range(4):
+        optimizer.apply([keras.ops.convert_to_tensor(gradient)], [variable])
+        theta = theta - 0.1 * gradient
+        average = theta if average is None else 0.9 * average + 0.1 * theta
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), theta, rtol=1e-6)
+    (averaged,) = optimizer._model_variables_moving_average
+    # Eight float32 multiply-adds on values below 2.5: rounding < 1e-6.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(averaged), average, atol=1e-6)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert restored.use_ema and restored.ema_momentum == pytest.approx(0.9)
+    optimizer.finalize_variable_values([variable])  # What `fit` does at its end.
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(variable), keras.ops.convert_to_numpy(averaged)
+    )
+
+
+def test_without_ema_the_optimizer_keeps_no_averages():
+    for mode in optimizers.WEIGHT_DECAY_MODES:
+        optimizer = optimizers.make_optimizer(1, weight_decay_mode=mode)
+        optimizer.build([keras.Variable(np.ones(2, "float32"))])
+        assert not optimizer.use_ema
+        assert not hasattr(optimizer, "_model_variables_moving_average")

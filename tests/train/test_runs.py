@@ -88,6 +88,7 @@ RUN_SETTINGS = dict(
         ("dropout", 0.0),
         ("image_size", 64),
         ("class_names", ["dog", "cat"]),  # The same classes, another order.
+        ("ema", True),  # The backup holds no averages to restore.
     ],
 )
 def test_check_resume_refuses_another_model_setting(tmp_path, key, other):
