@@ -19,8 +19,9 @@ from tests.conftest import run_fit
 
 cli = importlib.import_module("keras_ltpa.cli.common")
 
-# Every flag fit.py had before its parser was built from the fields, with
-# the field it sets and its --help group: the spellings users type.
+# Every flag of fit.py, with the field it sets and its --help group: the
+# spellings users type (those before the parser was built from the fields,
+# then the backbone, split, class-weight and weight-averaging flags).
 FIT_FLAGS = {
     "--dataset": ("dataset", "data"),
     "--data-dir": ("data_dir", "data"),
@@ -63,6 +64,16 @@ FIT_FLAGS = {
     "--export-dir": ("export_dir", "output"),
     "--export-name": ("export_name", "output"),
     "--verbose": ("verbose", "output"),
+    "--validation-split": ("validation_split", "data"),
+    "--class-weight": ("class_weight", "data"),
+    "--backbone": ("backbone", "model"),
+    "--weights": ("weights", "model"),
+    "--attention-layers": ("attention_layers", "model"),
+    "--global-layer": ("global_layer", "model"),
+    "--ema": ("ema", "optimisation"),
+    "--ema-momentum": ("ema_momentum", "optimisation"),
+    "--freeze-backbone-epochs": ("freeze_backbone_epochs", "optimisation"),
+    "--backbone-lr-multiplier": ("backbone_lr_multiplier", "optimisation"),
 }
 
 
