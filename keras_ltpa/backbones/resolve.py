@@ -204,6 +204,10 @@ def serialized(resolved):
     """`resolved.config` as plain JSON data (lists, not tuples), as a saved
     config reads back."""
     config = resolved.config
+    if isinstance(resolved.model, keras.Model):
+        # The live model, not a stored config: its layers' `trainable` flags
+        # change between fine-tuning stages, also after a reload.
+        config = resolved.model
     if isinstance(config, keras.Model):
         config = keras.saving.serialize_keras_object(config)
     return json.loads(json.dumps(config))

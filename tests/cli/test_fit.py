@@ -48,7 +48,6 @@ def test_help_explains_every_flag_in_groups():
     ).stdout
     text = " ".join(text.split())
     helps = [action.help for action in parser._actions if action.help != argparse.SUPPRESS]
-    assert all(len(text_) > 10 for text_ in helps)  # A phrase, not a placeholder.
     assert len(set(helps)) == len(helps)  # Each flag its own text.
     for action in parser._actions:
         if action.help and action.help != argparse.SUPPRESS:

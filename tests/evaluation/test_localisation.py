@@ -152,7 +152,10 @@ def _synthetic_samples():
     return samples
 
 
-def test_localization_recomputes_by_hand(tiny_models):
+def test_localization_scores_each_map_under_its_own_name(tiny_models):
+    """The wiring: which map, upsampled how, is scored under which name, and
+    the mean over images. The Jaccard and threshold values themselves are
+    checked against hand computations in the synthetic-map tests."""
     model, baseline = tiny_models
     samples = _synthetic_samples()
     result = evaluate.localization(model, samples, baseline, threshold=0.25)
