@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 from tests.conftest import load_script
+from tests.conftest import require_package
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 demo = load_script(REPO_ROOT / "training" / "caltech_demo.py", "caltech_demo_cli")
@@ -28,6 +29,7 @@ def _tiny_flags(data_dir, output):
 @pytest.mark.tf_only
 @pytest.mark.slow
 def test_tiny_demo_writes_a_consistent_report(tmp_path, small_data_dir, capsys):
+    require_package("keras_hub", "hub")
     data_dir = small_data_dir / "caltech101"
     classes = sorted(p.name for p in (data_dir / "train").iterdir())
     assert len(classes) == 5
@@ -110,3 +112,14 @@ def test_bad_flags_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         demo.main(["--finetune-epochs", "2", "--freeze-backbone-epochs", "2"])
     assert "--freeze-backbone-epochs 2 must be below --finetune-epochs 2" in capsys.readouterr().err
+
+
+def test_without_keras_hub_the_demo_says_what_to_install(tmp_path, small_data_dir, capsys, monkeypatch):
+    real_find_spec = demo.importlib.util.find_spec
+    monkeypatch.setattr(demo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "keras_hub" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(_tiny_flags(small_data_dir / "caltech101", tmp_path))
+    assert exit_info.value.code == 2
+    assert "needs keras-hub: pip install 'keras-ltpa[hub]'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "report").exists()

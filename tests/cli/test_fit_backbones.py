@@ -19,6 +19,7 @@ from keras_ltpa.cli import common as cli
 from keras_ltpa.train import callbacks as ltpa_callbacks
 from keras_ltpa.train import runs
 from tests.backbones.conftest import hub_preset  # noqa: F401  (the fixture)
+from tests.conftest import require_package
 from tests.conftest import run_fit as fit
 
 # A single folder DIR/<class>/, unbalanced: 8, 5 and 3 images.
@@ -295,6 +296,8 @@ def test_a_handle_without_network_fails_fast_naming_weights_none(photos, tmp_pat
     none, within ~10 s, nothing written."""
     import time
 
+    require_package("keras_hub", "hub")
+
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
@@ -308,4 +311,18 @@ def test_a_handle_without_network_fails_fast_naming_weights_none(photos, tmp_pat
     (line,) = _error_lines(capsys.readouterr().err)
     assert "hf://keras/no-such-preset" in line and "--weights none" in line
     assert elapsed < 15, elapsed  # the library probes for 4 s
+    assert not run_dir.exists()
+
+
+def test_a_hub_backbone_without_keras_hub_names_the_extra(photos, tmp_path, capsys, monkeypatch):
+    from keras_ltpa.backbones import hub
+
+    monkeypatch.setattr(hub, "hub_installed", lambda: False)
+    run_dir = tmp_path / "run"
+    code = fit.main(["--data-dir", str(photos), "--validation-split", "0.25", "--backbone",
+                     "hf://keras/resnet_18_imagenet", "--output-dir", str(run_dir), "--precision", "float32"])
+    assert code == cli.EXIT_BAD_INPUT
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "'hf://keras/resnet_18_imagenet' is a keras-hub preset, which needs keras-hub" in line
+    assert "pip install 'keras-ltpa[hub]'" in line
     assert not run_dir.exists()

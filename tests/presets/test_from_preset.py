@@ -7,6 +7,7 @@ one line naming it; a preset is float32 and never half-written."""
 import json
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -276,14 +277,24 @@ def test_a_handle_loads_through_the_hub_client(saved_preset, tmp_path, monkeypat
     assert sorted(fetched) == sorted((where, name) for name in layout.PRESET_FILES)
 
 
-@pytest.mark.parametrize("handle", ["hf://keras/ltpa-demo", "kaggle://keras/ltpa/keras/demo/1"])
-def test_a_handle_without_network_fails_in_one_line(no_network, handle):
+@pytest.mark.parametrize("handle, client", [("hf://keras/ltpa-demo", "huggingface_hub"),
+                                            ("kaggle://keras/ltpa/keras/demo/1", "kagglehub")])
+def test_a_handle_without_network_fails_in_one_line(no_network, handle, client):
+    require_package(client, "hub")
     start = time.monotonic()
     message = one_line_error(AttentionClassifier.from_preset, handle)
     assert time.monotonic() - start < 10
     assert message.startswith(f"Cannot download preset {handle!r} (")
     assert "Network is unreachable (simulated)" in message
     assert f"a built-in preset ({', '.join(keras_ltpa.list_presets())}) or a local preset folder" in message
+
+
+@pytest.mark.parametrize("handle, client", [("hf://keras/ltpa-demo", "huggingface_hub"),
+                                            ("kaggle://keras/ltpa/keras/demo/1", "kagglehub")])
+def test_a_handle_without_its_hub_client_names_the_package(monkeypatch, handle, client):
+    monkeypatch.setitem(sys.modules, client, None)  # a None entry makes the import fail
+    message = one_line_error(AttentionClassifier.from_preset, handle)
+    assert message == f"Preset {handle!r} is on a model hub, which needs {client}: pip install {client}."
 
 
 @pytest.mark.parametrize("handle", ["hf://only-a-name", "kaggle://someone/ltpa"])
