@@ -161,14 +161,14 @@ def parse_args(argv=None):
     output.add_argument("--monitor-interval", type=cli.positive_float, default=60.0,
                         help="seconds between looks at what else the machine runs")
     args = parser.parse_args(argv)
-    # The ResNet backbone of both experiments is keras-hub's.
-    if importlib.util.find_spec("keras_hub") is None:
-        parser.error("the demo's ResNet backbone needs keras-hub: pip install 'keras-ltpa[hub]'")
     if args.freeze_backbone_epochs >= args.finetune_epochs:
         parser.error(
             f"--freeze-backbone-epochs {args.freeze_backbone_epochs} must be below "
             f"--finetune-epochs {args.finetune_epochs} (stage 2 needs an epoch)"
         )
+    # The ResNet backbone of both experiments is keras-hub's.
+    if importlib.util.find_spec("keras_hub") is None:
+        parser.error("the demo's ResNet backbone needs keras-hub: pip install 'keras-ltpa[hub]'")
     return args
 
 
