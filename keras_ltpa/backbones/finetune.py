@@ -20,6 +20,7 @@ import re
 import keras
 
 from keras_ltpa.utils.checks import check_choice
+from keras_ltpa.utils.keras_internals import copy_weight_decay_exclusions
 from keras_ltpa.utils.keras_internals import uses_weight_decay
 
 BACKBONE_TRAINABLE = ("all", "none", "all_but_batch_norm")
@@ -143,7 +144,9 @@ def _check_multiplier(multiplier):
         )
 
 
-_UNSUPPORTED = ("use_ema", "gradient_accumulation_steps")
+_UNSUPPORTED = ("gradient_accumulation_steps",)
+# Weight averaging: the wrapped optimizer's settings, applied by the wrapper.
+_AVERAGING = ("use_ema", "ema_momentum", "ema_overwrite_frequency")
 _FORWARDED = ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor")
 
 
@@ -162,14 +165,29 @@ class LearningRateMultiplier(keras.optimizers.Optimizer):
     listed variable follows the wrapped optimizer's rule at the rate `lr * m`.
     The schedule, clipping and loss scale factor are the wrapped optimizer's;
     its state (momenta, ...) is part of this optimizer's variables, so it is
-    saved, restored, and kept by JAX's stateless training step.
+    saved, restored, and kept by JAX's stateless training step. The wrapped
+    optimizer is its `wrapped_optimizer`.
+
+    Weight averaging (`use_ema`) moves to this optimizer: it takes the
+    wrapped one's `use_ema`, `ema_momentum` and `ema_overwrite_frequency`,
+    and wraps a copy of it (from its config) with `use_ema=False`. After each
+    step Keras then updates the average of every variable it trains, listed
+    or not (`average <- m * average + (1 - m) * theta`, the first step
+    copying `theta`); the averages are among this optimizer's variables, and
+    `keras.callbacks.SwapEMAWeights` and `finalize_variable_values` use them
+    as with any averaging optimizer.
 
     Args:
-        optimizer: the `keras.optimizers.Optimizer` to apply (unbuilt; EMA
-            and gradient accumulation are not supported).
+        optimizer: the `keras.optimizers.Optimizer` to apply (unbuilt; with
+            `use_ema=True` this optimizer averages, see above; gradient
+            accumulation is not supported).
         multiplier: float > 0.
         variable_paths: the `variable.path` of each variable to multiply.
         name: optimizer name.
+        **kwargs: `keras.optimizers.Optimizer` arguments: `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency` (as saved by
+            `get_config`; with an averaging `optimizer` they must agree
+            with its own).
 
     Example:
     >>> import numpy as np
@@ -187,18 +205,24 @@ class LearningRateMultiplier(keras.optimizers.Optimizer):
         _check_optimizer(optimizer)
         _check_multiplier(multiplier)
         settings = optimizer.get_config()
+        if optimizer.use_ema:
+            kwargs.update(_averaging_settings(optimizer, settings, kwargs))
+            optimizer = _without_averaging(optimizer, settings)
         learning_rate = settings["learning_rate"]
         if isinstance(learning_rate, dict):
             learning_rate = keras.saving.deserialize_keras_object(learning_rate)
         forwarded = {key: settings.get(key) for key in _FORWARDED}
         super().__init__(learning_rate=learning_rate, name=name, **forwarded, **kwargs)
-        self.inner_optimizer = optimizer
+        # Not `inner_optimizer`: Keras' SwapEMAWeights and TensorBoard would
+        # take that one (as under loss scaling) for the one that averages
+        # and counts the steps.
+        self.wrapped_optimizer = optimizer
         self.multiplier = float(multiplier)
         self.variable_paths = [str(path) for path in variable_paths]
         self._multipliers = []
 
     def build(self, variables):
-        self.inner_optimizer.build(variables)
+        self.wrapped_optimizer.build(variables)
         super().build(variables)
         paths = set(self.variable_paths)
         self._multipliers = [
@@ -207,13 +231,13 @@ class LearningRateMultiplier(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables[:] + self.inner_optimizer.variables
+        return self._variables[:] + self.wrapped_optimizer.variables
 
     def update_step(self, gradient, variable, learning_rate):
         factor = self._multipliers[self._get_variable_index(variable)]
         if factor != 1.0:
             learning_rate = keras.ops.multiply(learning_rate, factor)
-        inner = self.inner_optimizer
+        inner = self.wrapped_optimizer
         if inner.weight_decay and uses_weight_decay(inner, variable):
             # Decoupled decay (Keras' own `weight_decay`) at this variable's rate.
             rate = keras.ops.cast(learning_rate, variable.dtype)
@@ -224,9 +248,10 @@ class LearningRateMultiplier(keras.optimizers.Optimizer):
     def get_config(self):
         return {
             "name": self.name,
-            "optimizer": keras.optimizers.serialize(self.inner_optimizer),
+            "optimizer": keras.optimizers.serialize(self.wrapped_optimizer),
             "multiplier": self.multiplier,
             "variable_paths": list(self.variable_paths),
+            **{key: getattr(self, key) for key in _AVERAGING},
         }
 
     @classmethod
@@ -254,3 +279,27 @@ def _check_optimizer(optimizer):
                 f"`optimizer` with {setting}={getattr(optimizer, setting)!r} cannot be "
                 f"wrapped by LearningRateMultiplier; allowed: {setting} unset."
             )
+
+
+def _averaging_settings(optimizer, settings, requested):
+    """The wrapper's `use_ema`, `ema_momentum`, `ema_overwrite_frequency`:
+    `optimizer`'s, which `requested` may repeat but not contradict."""
+    averaging = {key: settings[key] for key in _AVERAGING}
+    clashes = {
+        key: requested[key] for key in _AVERAGING if key in requested and requested[key] != averaging[key]
+    }
+    if clashes:
+        raise ValueError(
+            f"LearningRateMultiplier takes the weight averaging of `optimizer` {optimizer.name!r} "
+            f"({averaging}); received different settings {clashes}."
+        )
+    return averaging
+
+
+def _without_averaging(optimizer, settings):
+    """A new `optimizer` (unbuilt) with the same settings but `use_ema=False`:
+    the wrapper averages the weights instead."""
+    rebuilt = type(optimizer).from_config({**settings, "use_ema": False})
+    # Exclusions from weight decay (`exclude_from_weight_decay`) are no config.
+    copy_weight_decay_exclusions(optimizer, rebuilt)
+    return rebuilt

@@ -25,6 +25,7 @@ from keras_ltpa.backbones.resolve import uses_pixel_stats
 from keras_ltpa.backbones.vgg import VGG_REDUCTION
 from keras_ltpa.train import runs
 from keras_ltpa.train.losses import compile_model
+from keras_ltpa.utils.keras_internals import moving_averages
 from keras_ltpa.variants import ATTENTION_PRESETS
 from keras_ltpa.variants import parse_variant
 
@@ -82,13 +83,6 @@ def check_backbone_settings(config):
         raise ValueError(
             f"`freeze_backbone_epochs` must be <= epochs ({config.epochs}); received "
             f"freeze_backbone_epochs={config.freeze_backbone_epochs}."
-        )
-    if config.ema and any(stage.lr_multiplier != 1.0 for stage in training_stages(config)):
-        raise ValueError(
-            "`ema` averages the weights of the run's optimizer, which the backbone's own "
-            "learning rate (LearningRateMultiplier) cannot wrap; set backbone_lr_multiplier=1 "
-            f"or leave ema off; received backbone_lr_multiplier={config.backbone_lr_multiplier!r} "
-            f"with backbone={config.backbone!r}, freeze_backbone_epochs={config.freeze_backbone_epochs}."
         )
     if config.pixel_stats != "auto" and pretrained(config):
         raise ValueError(
@@ -247,8 +241,11 @@ def compile_stage(model, stage, optimizer, previous_optimizer=None, **compile_op
     `optimizer` (the backbone's rate scaled for the stage).
 
     After an earlier stage of the same call, the step count carries on from
-    `previous_optimizer`, so the learning-rate schedule continues (a
-    restored backup then overrides it). Call inside the distribution's scope.
+    `previous_optimizer`, so the learning-rate schedule continues, and with
+    weight averaging (`use_ema`) the averages of every variable the stage
+    trains start from the model's weights, as Keras' first step would have
+    them (a restored backup then overrides both). Call inside the
+    distribution's scope.
 
     Args:
         model: the run's model (from `build_model`).
@@ -266,6 +263,11 @@ def compile_stage(model, stage, optimizer, previous_optimizer=None, **compile_op
         model.optimizer.build(model.trainable_variables)
         for old, new in zip(_step_counters(previous_optimizer), _step_counters(model.optimizer)):
             new.iterations.assign(old.iterations)
+            if getattr(new, "use_ema", False):
+                # Keras copies the weights into the averages at step 0 only
+                # (they start at zero): past it, copy them here.
+                for variable, average in zip(model.trainable_variables, moving_averages(new)):
+                    average.assign(variable)
 
 
 def _step_counters(optimizer):

@@ -17,6 +17,12 @@ fails loudly, naming the attribute, when a Keras release changes one:
   `keras_ltpa.data.augmentation` computes in-graph inside `tf.data`.
 - `keras.Model._initial_epoch`: the epoch `BackupAndRestore` restored, which
   `fit` starts from; Keras never clears it (`clear_restored_epoch`).
+- `keras.optimizers.Optimizer._model_variables_moving_average`: a built
+  averaging optimizer's averages (`moving_averages`), one per trained
+  variable in order; Keras fills them from the weights at step 0 only.
+- `keras.optimizers.Optimizer._exclude_from_weight_decay*`: what
+  `exclude_from_weight_decay` recorded, which no config holds
+  (`copy_weight_decay_exclusions`).
 """
 
 import keras
@@ -34,6 +40,32 @@ PRIVATE_ATTRIBUTES = (
 def uses_weight_decay(optimizer, variable):
     """Whether `optimizer` applies weight decay to `variable` (not excluded)."""
     return optimizer._use_weight_decay(variable)
+
+
+def moving_averages(optimizer):
+    """The weight averages of a built optimizer with `use_ema=True`, one per
+    variable it trains, in the order of those variables."""
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if averages is None:
+        raise AttributeError(
+            f"Optimizer {optimizer.name!r} keeps no `_model_variables_moving_average` (not built "
+            f"with use_ema=True, or Keras {keras.__version__} changed it: update "
+            "keras_ltpa/utils/keras_internals.py)"
+        )
+    return list(averages)
+
+
+_WEIGHT_DECAY_EXCLUSIONS = ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern")
+
+
+def copy_weight_decay_exclusions(source, target):
+    """Gives `target` the variables and name patterns `source` excludes from
+    weight decay (`exclude_from_weight_decay` keeps them outside the config)."""
+    # Set by `exclude_from_weight_decay` only: absent means nothing excluded.
+    # (tests/utils/test_keras_internals.py fails if Keras renames them.)
+    for name in _WEIGHT_DECAY_EXCLUSIONS:
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
 
 
 def is_functional(model):

@@ -152,6 +152,84 @@ def test_the_multiplier_saves_and_loads_with_its_optimizer_state(tmp_path):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
 
 
+def test_the_wrapper_averages_every_variable_for_an_averaging_optimizer():
+    """SGD(0.5, use_ema=True, ema_momentum=0.9) wrapped, `a` listed (0.1),
+    `b` not; gradient 1 twice. The wrapper keeps the averages; the wrapped
+    copy keeps the rate and no averages of its own."""
+    a, b = keras.Variable(1.0, name="a"), keras.Variable(1.0, name="b")
+    inner = keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.9, name="inner")
+    wrapped = finetune.LearningRateMultiplier(inner, 0.1, variable_paths=[a.path], name="outer")
+    assert wrapped.use_ema and wrapped.ema_momentum == 0.9 and wrapped.ema_overwrite_frequency is None
+    assert not wrapped.wrapped_optimizer.use_ema
+    assert float(keras.ops.convert_to_numpy(wrapped.wrapped_optimizer.learning_rate)) == 0.5
+    values = []
+    for _ in range(2):
+        wrapped.apply([np.float32(1.0), np.float32(1.0)], [a, b])
+        values.append([float(keras.ops.convert_to_numpy(v)) for v in (a, b, *wrapped._model_variables_moving_average)])
+    # theta <- theta - lr * m * g: a by 0.5 * 0.1 = 0.05 per step, b by 0.5.
+    # Keras' average: momentum 0 at iteration 0 (a copy), then
+    # avg <- 0.9 * avg + 0.1 * theta:
+    #   step 1: a = 0.95, b = 0.5;  avg_a = 0.95, avg_b = 0.5
+    #   step 2: a = 0.90, b = 0.0;  avg_a = 0.9 * 0.95 + 0.1 * 0.9 = 0.855 + 0.09 = 0.945,
+    #                               avg_b = 0.9 * 0.5 + 0.1 * 0.0 = 0.45
+    expected = [[0.95, 0.5, 0.95, 0.5], [0.9, 0.0, 0.945, 0.45]]
+    # Values <= 1, each result within a few float32 roundings (half an eps
+    # each) of the exact one: 4 eps bounds them.
+    np.testing.assert_allclose(values, expected, rtol=0, atol=4 * EPS)
+    # The wrapper's own variables (the averages among them), then the wrapped one's.
+    assert [v.path for v in wrapped.variables] == [
+        "outer/iteration", "outer/learning_rate", "outer/a_average", "outer/b_average",
+        "inner/iteration", "inner/learning_rate",
+    ]
+
+
+def test_an_averaging_wrapper_validates_checkpoints_saves_and_loads_its_averages(tmp_path):
+    """A tiny functional model, the wrapped averaging SGD, one `fit` epoch (2
+    steps) with the run's SwapEMAWeights and checkpoints; the `.keras` file
+    loads in safe mode with the averages, and the next step matches."""
+    from keras_ltpa.train import callbacks
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Dense(4, name="body")(inputs))
+    model = keras.Model(inputs, outputs)
+    body = [v.path for v in model.get_layer("body").variables]
+    inner = keras.optimizers.SGD(0.1, momentum=0.9, use_ema=True, ema_momentum=0.8)
+    compile_with(model, finetune.LearningRateMultiplier(inner, 0.1, body))
+    x = RNG.normal(size=(4, 3)).astype("float32")
+    y = np.array([0, 1, 1, 0])
+    model.fit(
+        x, y, batch_size=2, epochs=1, shuffle=False, validation_data=(x, y), verbose=0,
+        callbacks=[callbacks.SwapEMAWeights(swap_on_epoch=False), callbacks.ModelCheckpoints(tmp_path)],
+    )
+    optimizer = model.optimizer
+    assert callbacks._averaging_optimizer(model) is optimizer
+    averages = [keras.ops.convert_to_numpy(v).copy() for v in optimizer._model_variables_moving_average]
+    # `fit` ends with the averages in the model, as the checkpoint holds them.
+    last = keras.saving.load_model(tmp_path / "last.keras", safe_mode=True)
+    for saved, expected in zip(last.get_weights(), averages):
+        np.testing.assert_array_equal(saved, expected)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    restored = loaded.optimizer
+    assert isinstance(restored, finetune.LearningRateMultiplier)
+    assert restored.use_ema and restored.ema_momentum == 0.8 and not restored.wrapped_optimizer.use_ema
+    assert restored.get_config() == optimizer.get_config()
+    assert len(restored.variables) == len(optimizer.variables)
+    assert len(averages) == 4 and any(np.abs(a).max() > 0 for a in averages)
+    for expected, actual in zip(averages, restored._model_variables_moving_average):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(actual), expected)
+    for s, r in zip(optimizer.variables, restored.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(r), keras.ops.convert_to_numpy(s))
+    # The next step (weights, then averages) is the same from the restored state.
+    model.train_on_batch(x, y)
+    loaded.train_on_batch(x, y)
+    for expected, actual in zip(optimizer._model_variables_moving_average, restored._model_variables_moving_average):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected), rtol=0, atol=1e-6
+        )
+
+
 @pytest.mark.parametrize(
     "call, pattern",
     [
@@ -159,8 +237,14 @@ def test_the_multiplier_saves_and_loads_with_its_optimizer_state(tmp_path):
         (lambda m: backbones.backbone_learning_rate("sgd", m, 0.1), r"`optimizer` must be a keras.optimizers.Optimizer"),
         (lambda m: finetune.set_backbone_trainable(m, "some"), r"`trainable` must be one of 'all', 'none', 'all_but_batch_norm'"),
         (
-            lambda m: backbones.backbone_learning_rate(keras.optimizers.SGD(use_ema=True), m, 0.1),
-            r"`optimizer` with use_ema=True cannot be wrapped",
+            lambda m: backbones.backbone_learning_rate(keras.optimizers.SGD(gradient_accumulation_steps=2), m, 0.1),
+            r"`optimizer` with gradient_accumulation_steps=2 cannot be wrapped",
+        ),
+        (
+            lambda m: finetune.LearningRateMultiplier(
+                keras.optimizers.SGD(use_ema=True, ema_momentum=0.9), 0.1, [], ema_momentum=0.5
+            ),
+            r"takes the weight averaging of `optimizer`.*received different settings \{'ema_momentum': 0.5\}",
         ),
     ],
 )

@@ -136,8 +136,6 @@ def test_image_size_defaults_to_the_backbone_s():
         (dict(backbone="resnet50", variant="att3-after"), r"token 'after' applies to the VGG"),
         (dict(freeze_backbone_epochs=4, epochs=3), r"`freeze_backbone_epochs` must be <= epochs \(3\)"),
         (dict(backbone="resnet50", pixel_stats="data"), r"`pixel_stats` applies to a backbone from random"),
-        (dict(backbone="resnet50", ema=True), r"`ema` .* backbone_lr_multiplier=0.1 with backbone='resnet50'"),
-        (dict(freeze_backbone_epochs=1, ema=True), r"`ema` .*freeze_backbone_epochs=1"),
         (dict(dataset="cifar10", data_dir=None, validation_split=0.2), r"`validation_split` splits an image folder"),
         (dict(augment="cutmix", class_weight="balanced"), r"`class_weight` weighs each example by its class"),
     ],
@@ -171,6 +169,65 @@ def test_training_stages(changes, planned):
     assert [(s.name, s.start, s.end, s.backbone_trainable, s.lr_multiplier) for s in plan] == planned
     # Only the frozen stage keeps its backup apart from backup/.
     assert [s.backup for s in plan] == ["frozen_backbone" if s.name == "frozen_backbone" else "." for s in plan]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(backbone="resnet50"), dict(backbone="resnet50", freeze_backbone_epochs=1), dict(freeze_backbone_epochs=1)],
+)
+def test_ema_goes_with_the_backbone_s_own_learning_rate(changes):
+    from keras_ltpa.train import stages
+
+    config = training.TrainingConfig(
+        data_dir="images", epochs=3, ema=True, backbone_lr_multiplier=0.1, **changes
+    ).validate()
+    assert stages.training_stages(config)[-1].lr_multiplier == 0.1
+
+
+def test_the_second_stage_averages_every_layer_from_the_weights_it_starts_with():
+    """Stage 1 (frozen VGG, ema) one step, then stage 2 (LearningRateMultiplier,
+    ema): its averages, which Keras would zero and never copy past step 0,
+    start as the model's weights; one step later each is
+    0.5 * start + 0.5 * theta (ema_momentum 0.5)."""
+    import keras
+    import numpy as np
+
+    import keras_ltpa
+    from keras_ltpa import backbones
+    from keras_ltpa.backbones import finetune
+    from keras_ltpa.train import optimizers
+    from keras_ltpa.train import stages
+
+    config = training.TrainingConfig(
+        data_dir="images", epochs=2, freeze_backbone_epochs=1, ema=True, ema_momentum=0.5
+    ).validate()
+    first, second = stages.training_stages(config)
+    keras.utils.set_random_seed(5)
+    model = keras_ltpa.build_model(3, width_multiplier=0.0625)
+    images = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    labels = np.array([0, 2])
+
+    def optimizer():
+        return optimizers.make_optimizer(1, learning_rate=0.05, decay_epochs=0, ema=True, ema_momentum=0.5)
+
+    stages.compile_stage(model, first, optimizer(), jit_compile=False)
+    model.train_on_batch(images, labels)
+    stages.compile_stage(model, second, optimizer(), model.optimizer, jit_compile=False)
+    averaging = model.optimizer
+    assert isinstance(averaging, backbones.LearningRateMultiplier) and averaging.use_ema
+    assert int(keras.ops.convert_to_numpy(averaging.iterations)) == 1
+    backbone = set(finetune.backbone_variable_paths(model))
+    variables = model.trainable_variables
+    assert any(v.path in backbone for v in variables) and any(v.path not in backbone for v in variables)
+    start = [keras.ops.convert_to_numpy(v).copy() for v in variables]
+    for average, expected in zip(averaging._model_variables_moving_average, start):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(average), expected)
+    model.train_on_batch(images, labels)
+    for variable, average, before in zip(variables, averaging._model_variables_moving_average, start):
+        theta = keras.ops.convert_to_numpy(variable)
+        # Two float32 roundings (a product, a sum) of values within |start| + |theta|.
+        bound = 2 * np.finfo("float32").eps * (np.abs(before) + np.abs(theta))
+        assert np.all(np.abs(keras.ops.convert_to_numpy(average) - (0.5 * before + 0.5 * theta)) <= bound)
 
 
 def test_model_options_follow_the_variant_and_the_taps():

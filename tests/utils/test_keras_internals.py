@@ -119,3 +119,29 @@ def test_clear_restored_epoch_lets_the_next_fit_start_at_its_own_epoch(tmp_path)
     assert len(history.history["loss"]) == 1
     with pytest.raises(AttributeError, match="_initial_epoch"):
         keras_internals.clear_restored_epoch(object())
+
+
+def test_moving_averages_are_the_averaging_optimizer_s():
+    variables = [keras.Variable(np.float32(2.0)), keras.Variable(np.float32(-1.0))]
+    optimizer = keras.optimizers.SGD(1.0, use_ema=True)
+    optimizer.build(variables)
+    averages = keras_internals.moving_averages(optimizer)
+    assert [tuple(a.shape) for a in averages] == [(), ()]
+    optimizer.apply([keras.ops.convert_to_tensor(np.float32(0.5))] * 2, variables)
+    # Step 0 copies the updated weights: 2 - 0.5 and -1 - 0.5.
+    assert [float(a.numpy()) for a in averages] == [1.5, -1.5]
+    plain = keras.optimizers.SGD(1.0)
+    plain.build(variables)
+    with pytest.raises(AttributeError, match="keeps no `_model_variables_moving_average`"):
+        keras_internals.moving_averages(plain)
+
+
+def test_copy_weight_decay_exclusions():
+    source = keras.optimizers.SGD(weight_decay=0.1)
+    source.exclude_from_weight_decay(var_names=["bias"])
+    target = keras.optimizers.SGD(weight_decay=0.1)
+    keras_internals.copy_weight_decay_exclusions(source, target)
+    kept, excluded = keras.Variable(np.ones(2), name="kernel"), keras.Variable(np.ones(2), name="bias")
+    target.build([kept, excluded])
+    assert keras_internals.uses_weight_decay(target, kept) is True
+    assert keras_internals.uses_weight_decay(target, excluded) is False
