@@ -41,6 +41,8 @@ import sys
 
 import measure
 
+from keras_ltpa.devices import machine
+
 KERAS_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TORCH_PRECISIONS = ("float32", "bfloat16_autocast")
 BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512), (2, 512))
@@ -179,10 +181,11 @@ def keras_steps(width, batch_size, image_size, precision, jit_compile):
         "forward_gflops_per_image": measure.forward_flops(model)["total"] / 1e9}
 
 
-def cpu_tag(cpu_model):
-    """A short file-name tag for a CPU model string."""
+def cpu_tag(cpu_model, flags=None):
+    """A short file-name tag for a CPU: its model string's first words and its
+    ISA class (two Xeons named alike differ by AMX, for one)."""
     words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", "", cpu_model).split()
-    return "-".join(words[:3]).lower() or "cpu"
+    return "-".join(words[:3] + [machine.isa_class(flags)]).lower()
 
 
 def compare(workers, mode, args):

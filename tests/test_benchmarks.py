@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from keras_ltpa.devices import cpu_kernels
+from keras_ltpa.devices import machine
 from keras_ltpa.devices import probe
 from tests.conftest import require_package
 
@@ -192,6 +193,7 @@ def test_versus_torch_smoke(tmp_path):
         "--smoke", "--precision", "float32,mixed_bfloat16", "--torch-precisions", "float32",
         "--image-size", "64", "--output-dir", str(tmp_path)])
     (path,) = tmp_path.glob(f"versus_torch_{BACKEND}_w0.0625_b4_s64_*_smoke.json")
+    assert path.name.endswith(f"-{machine.isa_class()}_smoke.json")  # the machine kind in the name
     _check_environment(result)
     keras_labels = [f"keras {BACKEND} float32", f"keras {BACKEND} mixed_bfloat16"]
     assert list(result["workers"]) == keras_labels + ["torch float32"]

@@ -48,6 +48,18 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def isa_class(flags=None):
+    """The widest vector and matrix extension of the CPU, the part of its
+    features that decides which precision trains fastest: 'amx' (AMX
+    bfloat16 tiles), 'avx512bf16', 'avx512', 'avx2', else 'base'."""
+    flags = cpu_flags() if flags is None else set(flags)
+    for flag, name in (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"),
+                       ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return name
+    return "base"
+
+
 def cpu_count():
     """The CPUs this process may run on (its affinity), else `os.cpu_count()`."""
     try:

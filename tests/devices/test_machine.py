@@ -64,3 +64,13 @@ def test_busy_means_more_load_than_cpus(monkeypatch):
     assert machine.busy() is False
     monkeypatch.setattr(machine, "load_average", lambda: 7.0)
     assert machine.busy() is True
+
+
+def test_isa_class_names_the_widest_extension():
+    # Flag sets of the machine kinds met: Sapphire Rapids (AMX), Zen 5, a
+    # Xeon without AMX, an AVX2-only EPYC, and a CPU with none of them.
+    assert machine.isa_class({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}) == "amx"
+    assert machine.isa_class({"avx2", "avx512f", "avx512_bf16"}) == "avx512bf16"
+    assert machine.isa_class({"avx2", "avx512f"}) == "avx512"
+    assert machine.isa_class({"sse2", "avx2"}) == "avx2"
+    assert machine.isa_class({"sse2"}) == "base"
