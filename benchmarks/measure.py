@@ -28,6 +28,7 @@ import time
 
 import keras_ltpa  # noqa: F401  (before Keras: the oneDNN default)
 from keras_ltpa.devices import cpu_kernels
+from keras_ltpa.devices import machine
 from keras_ltpa.devices.machine import cpu_model
 
 BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parent
@@ -353,6 +354,15 @@ def needs_backend(script, *backends):
     print(f"{script} needs KERAS_BACKEND={' or '.join(backends)} "
           f"(running under {keras.backend.backend()}).", file=sys.stderr)
     return False
+
+
+def cpu_tag(cpu_model=None, flags=None):
+    """A short file-name tag for this CPU (or `cpu_model` and `flags`): its
+    model string's first words and its ISA class (two Xeons named alike
+    differ by AMX, for one)."""
+    cpu_model = machine.cpu_model() if cpu_model is None else cpu_model
+    words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", "", cpu_model).split()
+    return "-".join(words[:3] + [machine.isa_class(flags)]).lower()
 
 
 def finish(result, name, args, load_at_start):

@@ -25,8 +25,9 @@ Commands:
     KERAS_BACKEND=jax python benchmarks/profile_steps.py
     KERAS_BACKEND=tensorflow python benchmarks/profile_steps.py --smoke
 
-Writes `benchmarks/results/profile_<precision>_b<batch>.json` (TensorFlow) or
-`profile_jax[_<precision>]_b<batch>.json` (JAX).
+Writes `benchmarks/results/profile_<precision>_b<batch>_<cpu>.json`
+(TensorFlow) or `profile_jax[_<precision>]_b<batch>_<cpu>.json` (JAX), the
+CPU tag as in versus_torch.py.
 """
 
 import collections
@@ -246,7 +247,7 @@ def main(argv=None):
     profile = profile_tensorflow if keras.backend.backend() == "tensorflow" else profile_jax
     result, name = profile(args)
     result["smoke"] = args.smoke
-    return measure.finish(result, name, args, load_at_start)
+    return measure.finish(result, f"{name}_{measure.cpu_tag()}", args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,10 @@ listed is not what `auto` picks).
 """
 
 import contextlib
-import re
 import statistics
 import sys
 
 import measure
-
-from keras_ltpa.devices import machine
 
 KERAS_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TORCH_PRECISIONS = ("float32", "bfloat16_autocast")
@@ -181,13 +178,6 @@ def keras_steps(width, batch_size, image_size, precision, jit_compile):
         "forward_gflops_per_image": measure.forward_flops(model)["total"] / 1e9}
 
 
-def cpu_tag(cpu_model, flags=None):
-    """A short file-name tag for a CPU: its model string's first words and its
-    ISA class (two Xeons named alike differ by AMX, for one)."""
-    words = re.sub(r"\(R\)|\(TM\)|CPU|Processor|@.*", "", cpu_model).split()
-    return "-".join(words[:3] + [machine.isa_class(flags)]).lower()
-
-
 def compare(workers, mode, args):
     """One mode's warm-up and interleaved rounds; the result entry."""
     calls = {worker.info["label"]: worker.step(mode) for worker in workers}
@@ -240,7 +230,7 @@ def main(argv=None):
     name += f"_s{args.image_size}" if args.image_size != 32 else ""
     name += f"_{policies[0]}" if policies[0] != auto[0] else ""
     name += f"_jit-{args.jit_compile}" if args.jit_compile != "auto" else ""
-    return measure.finish(result, f"{name}_{cpu_tag(measure.cpu_model())}", args, load_at_start)
+    return measure.finish(result, f"{name}_{measure.cpu_tag()}", args, load_at_start)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from keras_ltpa.devices import cpu_kernels
-from keras_ltpa.devices import machine
 from keras_ltpa.devices import probe
 from tests.conftest import require_package
 
@@ -193,7 +192,7 @@ def test_versus_torch_smoke(tmp_path):
         "--smoke", "--precision", "float32,mixed_bfloat16", "--torch-precisions", "float32",
         "--image-size", "64", "--output-dir", str(tmp_path)])
     (path,) = tmp_path.glob(f"versus_torch_{BACKEND}_w0.0625_b4_s64_*_smoke.json")
-    assert path.name.endswith(f"-{machine.isa_class()}_smoke.json")  # the machine kind in the name
+    assert path.name.endswith(f"_{measure.cpu_tag()}_smoke.json")  # the machine kind in the name
     _check_environment(result)
     keras_labels = [f"keras {BACKEND} float32", f"keras {BACKEND} mixed_bfloat16"]
     assert list(result["workers"]) == keras_labels + ["torch float32"]
@@ -250,12 +249,13 @@ def test_serving_smoke(tmp_path):
 def test_profile_steps_smoke(tmp_path):
     if BACKEND == "torch":
         pytest.skip("profile_steps.py profiles the TensorFlow and JAX backends")
+    import measure
     import profile_steps
 
     result = profile_steps.main(["--smoke", "--output-dir", str(tmp_path)])
     _check_environment(result)
     if BACKEND == "tensorflow":
-        assert (tmp_path / "profile_float32_b2_smoke.json").is_file()
+        assert (tmp_path / f"profile_float32_b2_{measure.cpu_tag()}_smoke.json").is_file()
         for mode in ("train", "inference"):
             rows = result[mode]["by_op_type"]["rows"]
             assert sum(row["share"] for row in rows) == pytest.approx(1.0, abs=1e-9)
@@ -264,7 +264,7 @@ def test_profile_steps_smoke(tmp_path):
             assert "block3_conv2" in {row["name"] for row in result[mode]["by_layer"]["rows"]}
         assert any("Backprop" in row["name"] for row in result["train"]["by_op_type"]["rows"])
         return
-    assert (tmp_path / "profile_jax_b2_smoke.json").is_file()
+    assert (tmp_path / f"profile_jax_b2_{measure.cpu_tag()}_smoke.json").is_file()
     times = result["step_seconds"]
     assert set(times) >= {"keras_train_step", "jax_train_step", "jax_forward",
                           "jax_forward_backward", "conv_jax"}
@@ -367,3 +367,11 @@ def test_recipes_smoke(tmp_path, small_data_dir):
         assert entry["test_accuracy"] == pytest.approx(entry["test_accuracy_per_epoch"][-1])
     assert result["best"] == max(
         result["candidates"], key=lambda n: result["candidates"][n]["test_accuracy"])
+
+
+def test_cpu_tag_names_the_model_and_the_isa_class():
+    import measure
+
+    assert measure.cpu_tag("Intel(R) Xeon(R) Processor", {"avx512f", "amx_bf16"}) == "intel-xeon-amx"
+    assert measure.cpu_tag("AMD EPYC 9B45 128-Core Processor", {"avx2"}) == "amd-epyc-9b45-avx2"
+    assert measure.cpu_tag("", set()) == "base"
