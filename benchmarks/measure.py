@@ -457,11 +457,11 @@ def profile_rows(r):
     s = r["settings"]
     for mode in ("train", "inference"):
         entry = r[mode]
-        yield (s["precision"], s["batch_size"], mode, "(wall time of a step)",
+        yield (machine_kind(r), s["precision"], s["batch_size"], mode, "(wall time of a step)",
                entry["wall_ms_per_step"], f"load {_load(r)}")
         for row in entry["by_op_type"]["rows"][:8]:
-            yield s["precision"], s["batch_size"], mode, row["name"], row["ms_per_step"], \
-                f"{row['share']:.1%}"
+            yield machine_kind(r), s["precision"], s["batch_size"], mode, row["name"], \
+                row["ms_per_step"], f"{row['share']:.1%}"
 
 
 def profile_jax_rows(r):
@@ -489,7 +489,7 @@ SECTIONS = (  # (title, benchmark, rows(result), header)
      ("width", "precision", "call", "batch 1: p50 / p99 ms", "batch 32: p50 / p99 ms",
       "load 1-min start / end")),
     ("Profile: where a TensorFlow step's time goes (profile_steps.py)", "profile",
-     profile_rows, ("precision", "batch", "step", "op type", "ms/step", "share")),
+     profile_rows, ("machine", "precision", "batch", "step", "op type", "ms/step", "share")),
     ("Profile: where a JAX step's time goes (profile_steps.py)", "profile_jax",
      profile_jax_rows, ("machine", "batch", "part", "median ms (or ratio)")),
     ("GPU (gpu.py)", "gpu", gpu_rows,
