@@ -17,6 +17,12 @@ figures if present) before the table is written:
 
     python training/compare_seeds.py --add-report docs/results/report.json --seed 0
 
+A seed trained into run directories (not a preset) is filed under the
+presets' names with `--model-name` and `--baseline-name`:
+
+    python training/compare_seeds.py --add-report runs/seeds/1/report --seed 1 \
+        --model-name cifar10-att3-w0125 --baseline-name cifar10-vgg-w0125
+
 With one seed the table gives the single difference and says "1 seed: no
 interval"; the verdicts need two seeds or more.
 """
@@ -57,14 +63,24 @@ def parse_args(argv=None):
         "--seed", type=cli.number_argument(NON_NEGATIVE_INT), metavar="N",
         help="the training seed of --add-report's models",
     )
+    adding.add_argument(
+        "--model-name", metavar="NAME",
+        help="the name to file --add-report's attention model under (default: its source "
+        "in the report, without 'preset:')",
+    )
+    adding.add_argument("--baseline-name", metavar="NAME",
+                        help="the same for its baseline")
     args = parser.parse_args(argv)
     if (args.add_report is None) != (args.seed is None):
         parser.error("--add-report and --seed go together: give both or neither.")
+    if args.add_report is None and (args.model_name or args.baseline_name):
+        parser.error("--model-name and --baseline-name name the models of --add-report.")
     return args
 
 
-def add_report(seeds_path, report_path, seed):
-    """Adds a report's figures as `seed` to the seeds file (created if missing)."""
+def add_report(seeds_path, report_path, seed, names=None):
+    """Adds a report's figures as `seed` to the seeds file (created if missing),
+    the models filed under `names` ({"model": ..., "baseline": ...}) where given."""
     from keras_ltpa.evaluation import report as ltpa_report
     from keras_ltpa.evaluation import seeds
 
@@ -73,7 +89,8 @@ def add_report(seeds_path, report_path, seed):
         directory = os.path.dirname(report_path) or "."
     report = ltpa_report.read_report(directory)
     document = seeds.read_seeds(seeds_path) if os.path.exists(seeds_path) else None
-    document = seeds.seeds_from_report(report, seed, source=report_path, document=document)
+    document = seeds.seeds_from_report(report, seed, source=report_path, document=document,
+                                       names=names)
     seeds.write_seeds(seeds_path, document)
     return document
 
@@ -115,7 +132,8 @@ def main(argv=None):
         from keras_ltpa.utils.files import write_atomically
 
         if args.add_report:
-            document = add_report(args.seeds, args.add_report, args.seed)
+            names = {"model": args.model_name, "baseline": args.baseline_name}
+            document = add_report(args.seeds, args.add_report, args.seed, names)
             print(f"seeds: added seed {args.seed} from {args.add_report} to {args.seeds}")
         else:
             document = seeds.read_seeds(args.seeds)

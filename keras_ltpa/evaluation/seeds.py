@@ -282,11 +282,15 @@ def add_seed(document, name, role, seed, figures, source=None):
     return document
 
 
-def seeds_from_report(report, seed, source=None, document=None):
-    """Adds both models' figures of one report as `seed` (see `figures_from_report`)."""
+def seeds_from_report(report, seed, source=None, document=None, names=None):
+    """Adds both models' figures of one report as `seed` (see
+    `figures_from_report`), each under its name in the report or, where
+    `names` ({role: name}) gives one, under that (a run directory filed as
+    the preset it is a seed of)."""
     document = empty_seeds() if document is None else document
+    names = names or {}
     for role, (name, figures) in figures_from_report(report).items():
-        add_seed(document, name, role, seed, figures, source)
+        add_seed(document, names.get(role) or name, role, seed, figures, source)
     return document
 
 

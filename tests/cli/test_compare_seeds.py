@@ -71,6 +71,30 @@ def test_seeds_from_reports_to_table_and_readme(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_seed_of_run_directories_is_filed_under_the_preset_names(tmp_path, capsys):
+    seeds_path = tmp_path / "seeds.json"
+    files = ["--seeds", str(seeds_path), "--output", str(tmp_path / "seeds.md"), "--no-readme"]
+    assert compare_seeds.main([*files, "--add-report", str(_report(tmp_path / "r0", 0.85, 0.83)),
+                               "--seed", "0"]) == 0
+    runs = _report(tmp_path / "r1", 0.86, 0.84)
+    report = json.loads((runs / "report.json").read_text())
+    report["models"] = {"model": {"source": "runs/seeds/1/att3"},
+                        "baseline": {"source": "runs/seeds/1/vgg"}}
+    (runs / "report.json").write_text(json.dumps(report))
+    # Without names the run directories would be a second model of each role.
+    assert compare_seeds.main([*files, "--add-report", str(runs), "--seed", "1"]) == 2
+    assert "'att' already has the role 'model'" in capsys.readouterr().err
+    assert compare_seeds.main([*files, "--add-report", str(runs), "--seed", "1",
+                               "--model-name", "att", "--baseline-name", "vgg"]) == 0
+    document = seeds.read_seeds(seeds_path)
+    assert sorted(document["models"]) == ["att", "vgg"]
+    assert [s["figures"]["accuracy"] for s in document["models"]["att"]["seeds"]] == [0.85, 0.86]
+    assert [s["figures"]["accuracy"] for s in document["models"]["vgg"]["seeds"]] == [0.83, 0.84]
+    with pytest.raises(SystemExit):
+        compare_seeds.main([*files, "--model-name", "att"])
+    assert "--model-name and --baseline-name name the models of --add-report" in capsys.readouterr().err
+
+
 def test_errors_exit_2_in_one_line(tmp_path, capsys):
     readme = tmp_path / "R.md"
     readme.write_text("no markers\n")
