@@ -265,9 +265,10 @@ def compile_stage(model, stage, optimizer, previous_optimizer=None, **compile_op
             new.iterations.assign(old.iterations)
             if getattr(new, "use_ema", False):
                 # Keras copies the weights into the averages at step 0 only
-                # (they start at zero): past it, copy them here.
+                # (they start at zero): past it, copy them here. A copy, not
+                # the same buffer: JAX's train step donates both.
                 for variable, average in zip(model.trainable_variables, moving_averages(new)):
-                    average.assign(variable)
+                    average.assign(keras.ops.copy(variable.value))
 
 
 def _step_counters(optimizer):
