@@ -82,6 +82,9 @@ def fetch_files(handle, files, local_options):
     address = server(handle)
     ok, reason = downloads.reachable(address)
     if not ok:
+        cached = _from_hf_cache(client, handle, files)
+        if cached is not None:
+            return cached
         raise ValueError(offline_line(handle, f"{address} unreachable: {reason}", local_options))
     paths = {}
     for name in files:
@@ -93,5 +96,22 @@ def fetch_files(handle, files, local_options):
         except Exception as error:  # each client has its own errors: not found, gated, offline
             message = " ".join(str(error).split()) or type(error).__name__
             raise ValueError(f"Cannot download {name} of preset {handle!r}: {message}") from None
+        paths[name] = os.fspath(path)
+    return paths
+
+
+def _from_hf_cache(client, handle, files):
+    """Without network: the files of an `hf://` preset from huggingface_hub's
+    cache when every one of them is there (an earlier download), else None."""
+    if not handle.startswith(HF_SCHEME):
+        return None
+    paths = {}
+    for name in files:
+        try:
+            path = client.hf_hub_download(
+                repo_id=handle[len(HF_SCHEME):], filename=name, local_files_only=True
+            )
+        except Exception:  # not cached (huggingface_hub raises its own errors)
+            return None
         paths[name] = os.fspath(path)
     return paths

@@ -277,6 +277,34 @@ def test_a_handle_loads_through_the_hub_client(saved_preset, tmp_path, monkeypat
     assert sorted(fetched) == sorted((where, name) for name in layout.PRESET_FILES)
 
 
+def test_an_hf_handle_without_network_loads_from_the_client_s_cache(saved_preset, no_network,
+                                                                   monkeypatch, tmp_path):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    model, folder = saved_preset
+    asked = []
+
+    def cached_only(repo_id, filename, local_files_only=False, **kwargs):
+        asked.append((repo_id, filename, local_files_only))
+        if not local_files_only:
+            raise AssertionError("went to the network")
+        return os.path.join(folder, filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cached_only)
+    loaded = AttentionClassifier.from_preset("hf://someone/ltpa-cached")
+    assert_same_model(loaded, model, _images((32, 32, 3)))
+    assert sorted(asked) == sorted(("someone/ltpa-cached", name, True) for name in layout.PRESET_FILES)
+
+    # One file missing from the cache: the offline line, as without any.
+    def partly_cached(repo_id, filename, local_files_only=False, **kwargs):
+        if filename == layout.PRESET_FILES[-1]:
+            raise FileNotFoundError(filename)
+        return os.path.join(folder, filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", partly_cached)
+    message = one_line_error(AttentionClassifier.from_preset, "hf://someone/ltpa-cached")
+    assert message.startswith("Cannot download preset 'hf://someone/ltpa-cached' (")
+
+
 @pytest.mark.parametrize("handle, client", [("hf://keras/ltpa-demo", "huggingface_hub"),
                                             ("kaggle://keras/ltpa/keras/demo/1", "kagglehub")])
 def test_a_handle_without_network_fails_in_one_line(no_network, handle, client):
