@@ -5,23 +5,40 @@ epochs). A CPU user has tens of epochs at most, and within them the paper's
 schedule never decays. This script trains the same small model (width
 `--width`, att3-concat-pc, seed 0) on the same CIFAR-10 subset (`--data-dir`,
 default `../shared/data/cifar10`: `--limit` training images, `--test-limit`
-test images) for `--epochs` epochs with each candidate:
+test images) for `--epochs` epochs (batch `--batch-size`) with each candidate:
 
 - `paper`: the step schedule, no label smoothing (`--recipe paper`);
 - `paper-fast-decay`: the step schedule decayed every epochs/4 epochs;
 - `cosine`: 2 warm-up epochs into a cosine decay to 0, no smoothing;
-- `budget`: `cosine` plus label smoothing 0.1 (`--recipe budget`).
+- `budget`: `cosine` plus label smoothing 0.1 (`--recipe budget`);
+- `budget-ema`: `budget` with an exponential moving average of the weights
+  (`--ema`, the default momentum 0.99 per step): does averaging help?
+- `budget-b64`: `budget` at batch 64 (twice the steps, same learning rate);
+- `budget-long`: `budget` for 1.5x the epochs (rounded half up: 8 -> 12),
+  to read accuracy against wall time.
 
 and reports each one's test accuracy per epoch, final test accuracy and
-loss, and wall time. Everything runs through `keras_ltpa.run_training`, as
-`training/fit.py` does. Commands:
+loss, its batch, epochs and EMA setting, and wall time (training alone).
+Each final model (the run's `model.keras`) is then scored again on the same
+test images with flip test-time augmentation, the logits averaged over each
+image and its left-right mirror (`evaluate_classification(..., tta="flip")`,
+as `training/evaluate.py --tta flip`): `test_accuracy_flip_tta` beside
+`test_accuracy`. `best` is still picked by the plain `test_accuracy`.
+Everything trains through `keras_ltpa.run_training`, as `training/fit.py`
+does. Commands:
 
-    python benchmarks/recipes.py                      # about 15 min on 2 cores
+    python benchmarks/recipes.py                      # about 30 min on 2 cores (an estimate)
+    python benchmarks/recipes.py --candidates budget,budget-ema,budget-long
     python benchmarks/recipes.py --smoke
 
-Writes `benchmarks/results/recipes.json`.
+The estimate scales the four first candidates' 15-18 min by the epochs and
+steps the three new ones add; it was not measured. `--smoke` trains one
+step per epoch for 3 epochs (5 for `budget-long`, the factor applied) on 64
+images at batch 32 (64 for `budget-b64`). Writes
+`benchmarks/results/recipes.json`.
 """
 
+import math
 import os
 import sys
 import tempfile
@@ -29,11 +46,28 @@ import time
 
 import measure
 
+# Each candidate: the TrainingConfig fields it sets (`lr_decay_epochs: None`
+# stands for epochs // 4) and, under EPOCHS_FACTOR, a factor on --epochs
+# (rounded half up, at least 1; applied under --smoke too). Fields a
+# candidate does not set come from the command line (--epochs, --batch-size).
+EPOCHS_FACTOR = "epochs_factor"
 CANDIDATES = {
     "paper": {"recipe": "paper"},
     "paper-fast-decay": {"recipe": "paper", "lr_decay_epochs": None},  # epochs // 4
     "cosine": {"recipe": "budget", "label_smoothing": 0.0},
     "budget": {"recipe": "budget"},
+    # The default ema_momentum, 0.99 per step, kept on purpose: it is what
+    # `fit.py --ema` gives, and it already spans about one epoch here. The
+    # average weighs the last 1 / (1 - 0.99) = 100 steps most; 10,000 images
+    # at batch 128 are 79 steps per epoch, so that is 1.3 epochs, and a
+    # one-epoch span (1 - 1/79 = 0.987) would differ little.
+    "budget-ema": {"recipe": "budget", "ema": True},
+    # No rule scales the learning rate with the batch (TrainingConfig's
+    # lr_scaling is for replicas only): the recipe's 0.1 is kept, over twice
+    # the steps per epoch (the schedules count steps, so the warm-up and the
+    # cosine still span 2 and all epochs).
+    "budget-b64": {"recipe": "budget", "batch_size": 64},
+    "budget-long": {"recipe": "budget", EPOCHS_FACTOR: 1.5},
 }
 
 
@@ -57,30 +91,71 @@ def parse_args(argv=None):
     return args
 
 
-def run_candidate(name, args, output_dir):
+def scaled_epochs(epochs, factor):
+    """`epochs` times `factor`, rounded half up (not to even), at least 1."""
+    return max(1, math.floor(epochs * factor + 0.5))
+
+
+def candidate_config(name, args, output_dir):
+    """The checked `TrainingConfig` of candidate `name` under `args`; its
+    run directory is `output_dir/name`."""
     from keras_ltpa.train.config import TrainingConfig
+
+    overrides = dict(CANDIDATES[name])
+    epochs = scaled_epochs(args.epochs, overrides.pop(EPOCHS_FACTOR, 1))
+    if "lr_decay_epochs" in overrides:
+        overrides["lr_decay_epochs"] = max(1, epochs // 4)
+    settings = dict(
+        data_dir=args.data_dir, width_multiplier=args.width, epochs=epochs,
+        batch_size=args.batch_size, limit=args.limit, test_limit=args.test_limit, seed=0,
+        output_dir=f"{output_dir}/{name}", tensorboard=False, export=False, verbose=0,
+        steps_per_epoch=1 if args.smoke else None,
+    )
+    settings.update(overrides)
+    return TrainingConfig(**settings).validate()  # fills in what the recipe sets
+
+
+def flip_tta_scores(model_path, data_dir, test_limit, batch_size):
+    """Accuracy, plain and with flip TTA, of the model at `model_path` (a
+    `.keras` file or a run directory) on the first `test_limit` test images
+    of `data_dir`: the images a run with that `test_limit` tests on, loaded
+    as `training/evaluate.py` loads them. Returns `evaluate_classification`'s
+    dict (the flip-TTA figures under `"flip_tta"`)."""
+    from keras_ltpa.data.images import model_input_size
+    from keras_ltpa.data.pipelines import load_dataset
+    from keras_ltpa.evaluation.accuracy import evaluate_classification
+    from keras_ltpa.train.runs import load_model
+
+    model = load_model(model_path)
+    dataset, class_names = load_dataset(
+        "test", data_dir=data_dir, image_size=model_input_size(model),
+        batch_size=batch_size, limit=test_limit,
+    )
+    return evaluate_classification(model, dataset, class_names, tta="flip")
+
+
+def run_candidate(name, args, output_dir):
     from keras_ltpa.train.loop import run_training
     from keras_ltpa.train.runs import HISTORY_FILE
     from keras_ltpa.train.runs import read_history
 
-    overrides = dict(CANDIDATES[name])
-    if "lr_decay_epochs" in overrides:
-        overrides["lr_decay_epochs"] = max(1, args.epochs // 4)
-    config = TrainingConfig(
-        data_dir=args.data_dir, width_multiplier=args.width, epochs=args.epochs,
-        batch_size=args.batch_size, limit=args.limit, test_limit=args.test_limit, seed=0,
-        output_dir=f"{output_dir}/{name}", tensorboard=False, export=False, verbose=0,
-        steps_per_epoch=1 if args.smoke else None, **overrides,
-    ).validate()  # fills in what the recipe sets, for the record below
+    config = candidate_config(name, args, output_dir)
     started = time.perf_counter()
     outcome = run_training(config)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # training alone, not the TTA pass below
     history = read_history(os.path.join(outcome["run_dir"], HISTORY_FILE))
+    # The saved model: with ema=True it holds the averaged weights, as the
+    # plain test accuracy (run_training's evaluation) uses them.
+    scores = flip_tta_scores(
+        outcome["model_path"], config.data_dir, config.test_limit, config.batch_size)
     return {
         "settings": {key: getattr(config, key) for key in (
             "recipe", "lr_schedule", "warmup_epochs", "label_smoothing", "lr_decay_epochs",
-            "lr_decay_factor", "learning_rate")},
+            "lr_decay_factor", "learning_rate", "batch_size", "epochs", "ema",
+            "ema_momentum")},
         "test_accuracy": float(outcome["metrics"]["accuracy"]),
+        "test_accuracy_flip_tta": float(scores["flip_tta"]["accuracy"]),
+        "flip_tta_images": int(scores["count"]),
         "test_loss": float(outcome["metrics"]["loss"]),
         "test_accuracy_per_epoch": [float(row["val_accuracy"]) for row in history],
         "train_accuracy_per_epoch": [float(row["accuracy"]) for row in history],
@@ -109,7 +184,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="ltpa_recipes_") as output_dir:
         for name in args.candidates:
             result["candidates"][name] = run_candidate(name, args, output_dir)
-            print(name, result["candidates"][name]["test_accuracy"], flush=True)
+            entry = result["candidates"][name]
+            print(name, entry["test_accuracy"], entry["test_accuracy_flip_tta"], flush=True)
+    # Picked by the plain accuracy; test_accuracy_flip_tta is read beside it.
     best = max(result["candidates"], key=lambda n: result["candidates"][n]["test_accuracy"])
     result["best"] = best
     return measure.finish(result, "recipes", args, load_at_start)

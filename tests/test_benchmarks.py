@@ -351,22 +351,100 @@ def test_gpu_script_runs_without_tensorflow(tmp_path):
                 4 / statistics.median(timing["step_seconds"]), rel=1e-12)
 
 
+NEW_RECIPES = {"budget-ema", "budget-b64", "budget-long"}
+
+
 @pytest.mark.slow
 @pytest.mark.tf_only  # trains four small models; one backend is enough
 def test_recipes_smoke(tmp_path, small_data_dir):
     import recipes
 
+    # budget and one of each kind of change to it, each trained 3 (budget-long
+    # 5) one-step epochs; all seven ran in twice the time. The other
+    # candidates' settings are checked without training below.
     result = recipes.main(["--smoke", "--data-dir", str(small_data_dir / "cifar10"),
-                           "--output-dir", str(tmp_path)])
-    assert set(result["candidates"]) == {"paper", "paper-fast-decay", "cosine", "budget"}
-    budget = result["candidates"]["budget"]["settings"]
+                           "--output-dir", str(tmp_path),
+                           "--candidates", "budget,budget-ema,budget-b64,budget-long"])
+    candidates = result["candidates"]
+    assert set(candidates) == {"budget"} | NEW_RECIPES
+    budget = candidates["budget"]["settings"]
     assert (budget["lr_schedule"], budget["label_smoothing"]) == ("cosine", 0.1)
-    assert result["candidates"]["paper-fast-decay"]["settings"]["lr_decay_epochs"] == 1
-    for entry in result["candidates"].values():
-        assert len(entry["test_accuracy_per_epoch"]) == 3
+    assert (budget["batch_size"], budget["epochs"], budget["ema"]) == (32, 3, False)
+    # What each new candidate changes, and nothing else of budget's settings.
+    changed = {"budget-ema": {"ema": True}, "budget-b64": {"batch_size": 64},
+               "budget-long": {"epochs": 5}}  # smoke's 3 epochs x 1.5, rounded half up
+    for name, change in changed.items():
+        assert candidates[name]["settings"] == {**budget, **change}, name
+    for name, entry in candidates.items():
+        epochs = entry["settings"]["epochs"]
+        assert len(entry["test_accuracy_per_epoch"]) == epochs == (5 if name == "budget-long" else 3)
         assert entry["test_accuracy"] == pytest.approx(entry["test_accuracy_per_epoch"][-1])
-    assert result["best"] == max(
-        result["candidates"], key=lambda n: result["candidates"][n]["test_accuracy"])
+        assert 0.0 <= entry["test_accuracy_flip_tta"] <= 1.0
+        assert entry["flip_tta_images"] == result["settings"]["test_images"] == 32
+        assert entry["wall_seconds"] > 0
+    # Picked by the plain accuracy, not the flip-TTA one.
+    assert result["best"] == max(candidates, key=lambda n: candidates[n]["test_accuracy"])
+
+
+def test_recipes_candidate_configs_at_full_size(tmp_path):
+    import recipes
+
+    # The full run's settings, checked without training.
+    args = recipes.parse_args(["--data-dir", str(tmp_path)])
+    configs = {name: recipes.candidate_config(name, args, tmp_path) for name in recipes.CANDIDATES}
+    assert NEW_RECIPES <= set(configs)
+    assert {name: (c.batch_size, c.epochs, c.ema) for name, c in configs.items()} == {
+        "paper": (128, 8, False), "paper-fast-decay": (128, 8, False), "cosine": (128, 8, False),
+        "budget": (128, 8, False), "budget-ema": (128, 8, True), "budget-b64": (64, 8, False),
+        "budget-long": (128, 12, False)}
+    assert configs["paper-fast-decay"].lr_decay_epochs == 2
+    assert configs["budget-ema"].ema_momentum == 0.99  # the default, kept on purpose
+    for name in NEW_RECIPES:  # budget's schedule, smoothing and (unscaled) learning rate
+        config = configs[name]
+        assert (config.lr_schedule, config.warmup_epochs, config.label_smoothing,
+                config.learning_rate) == ("cosine", 2, 0.1, 0.1), name
+        assert config.steps_per_epoch is None and config.output_dir == f"{tmp_path}/{name}"
+    assert [recipes.scaled_epochs(e, 1.5) for e in (1, 3, 8, 9)] == [2, 5, 12, 14]
+    # Under --smoke: 3 one-step epochs at batch 32 (budget-long 5, budget-b64 64).
+    smoke = recipes.parse_args(["--smoke", "--data-dir", str(tmp_path)])
+    configs = {name: recipes.candidate_config(name, smoke, tmp_path) for name in recipes.CANDIDATES}
+    assert {name: (c.batch_size, c.epochs) for name, c in configs.items()} == {
+        **{name: (32, 3) for name in configs}, "budget-b64": (64, 3), "budget-long": (32, 5)}
+    assert all(config.steps_per_epoch == 1 for config in configs.values())
+    assert configs["paper-fast-decay"].lr_decay_epochs == 1
+
+
+def test_recipes_flip_tta_scores_the_mirrored_test_images(tmp_path):
+    import recipes
+    from PIL import Image
+
+    # Test images whose left half is darker than the right (value 10 | 30),
+    # the same from top to bottom: only a left-right mirror changes them.
+    image = np.full((32, 32, 3), 30, np.uint8)
+    image[:, :16] = 10
+    for split, labels in (("train", "ab"), ("test", "aaab")):
+        for index, label in enumerate(labels):
+            target = tmp_path / "data" / split / label / f"{index}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(target)
+    # A model whose logits are [2 x mean of the left half, mean of the right
+    # half]: plain [20, 30] says b; the mirror gives [60, 10], so the
+    # flip-averaged [40, 20] says a (a vertical flip would change nothing).
+    inputs = keras.Input((32, 32, 3))
+    halves = [keras.layers.GlobalAveragePooling2D()(keras.layers.Cropping2D(crop)(inputs))
+              for crop in (((0, 0), (0, 16)), ((0, 0), (16, 0)))]
+    dense = keras.layers.Dense(2, use_bias=False, dtype="float32")
+    model = keras.Model(inputs, dense(keras.layers.Concatenate(dtype="float32")(halves)))
+    dense.set_weights([np.array([[2 / 3, 0]] * 3 + [[0, 1 / 3]] * 3, np.float32)])
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+
+    scores = recipes.flip_tta_scores(tmp_path / "run", str(tmp_path / "data"), None, 2)
+    assert scores["count"] == 4
+    assert scores["accuracy"] == pytest.approx(1 / 4)  # plain: b for every image
+    assert scores["flip_tta"]["accuracy"] == pytest.approx(3 / 4)  # averaged: a
+    # The test limit is the run's: the first N test images only.
+    assert recipes.flip_tta_scores(tmp_path / "run", str(tmp_path / "data"), 2, 2)["count"] == 2
 
 
 def test_cpu_tag_names_the_model_and_the_isa_class():
