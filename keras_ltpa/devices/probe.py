@@ -37,7 +37,7 @@ from keras_ltpa.utils.checks import check_choice
 from keras_ltpa.utils.files import write_json
 
 # A new version of the probe (another model, another rule) measures anew.
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: the stack's batch norm is the model's fused one
 CACHE_DIR_VARIABLE = "KERAS_LTPA_CACHE_DIR"
 REPROBE_VARIABLE = "KERAS_LTPA_REPROBE"
 REPROBE_VALUES = ("", "0", "1")

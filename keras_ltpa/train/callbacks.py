@@ -44,6 +44,18 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = self._rate
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` (the epoch's wall time, validation included) to
+    the logs, so `history.csv` records it beside the epoch's metrics."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
 class HistoryCSV(keras.callbacks.Callback):
     """Keeps `history.csv`: one row per finished epoch, across resumes.
 
@@ -296,7 +308,7 @@ def make_callbacks(
     """The callbacks of a resumable run writing into `run_dir`.
 
     In order: with `ema`, `SwapEMAWeights` (validation with the averaged
-    weights); learning-rate logging, TerminateOnNaN, the progress bar, the
+    weights); learning-rate and epoch-time logging, TerminateOnNaN, the progress bar, the
     per-epoch summary line, `history.csv`, TensorBoard (+ attention images),
     `checkpoints/{best,last}.keras`, and BackupAndRestore (`backup/`).
 
@@ -325,7 +337,7 @@ def make_callbacks(
         A list of callbacks for `fit`.
     """
     run_dir = os.fspath(run_dir)
-    callbacks = [LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
+    callbacks = [LearningRateLogger(), EpochTimer(), keras.callbacks.TerminateOnNaN()]
     if ema:
         # First, so that validation's other callbacks see the averages. Not
         # `swap_on_epoch`: the epoch-end backup must hold the raw weights.

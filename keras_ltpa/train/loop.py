@@ -417,8 +417,10 @@ def _evaluate(setup):
     with setup.distribution.scope():
         metrics = setup.model.evaluate(setup.data.test, return_dict=True, verbose=0)
     metrics = {key: float(value) for key, value in metrics.items()}
+    history = runs.read_history(os.path.join(setup.run_dir, runs.HISTORY_FILE))
     metrics.update(
-        epochs=len(runs.read_history(os.path.join(setup.run_dir, runs.HISTORY_FILE))),
+        epochs=len(history),
+        val_accuracy_milestones=runs.accuracy_milestones(history),
         test_examples=int(sum(int(np.shape(labels)[0]) for _, labels in setup.data.test)),
         class_names=setup.data.class_names,
         variant=config.variant,

@@ -2,14 +2,16 @@
 and finding a run's model and class names.
 
     config.json            the settings (and the seed, classes, precision)
-    history.csv            one row per finished epoch (kept across resumes)
+    history.csv            one row per finished epoch (kept across resumes),
+                           with its wall time (`epoch_seconds`)
     checkpoints/best.keras best validation accuracy so far (+ best.json)
     checkpoints/last.keras the end of the last finished epoch
     backup/                BackupAndRestore state (resume); a frozen-backbone
                            stage's own in backup/frozen_backbone/
     tensorboard/           train/ and validation/ scalars, attention/ grids
     model.keras            the final model
-    metrics.json           test loss and accuracy of the final model
+    metrics.json           test loss and accuracy of the final model, and
+                           when validation first reached 80/85/90/95%
     saved_models/ltpa/1/   TF Serving export
 
 `find_model_file` and `run_class_names` read such a folder, as the CLIs do
@@ -27,6 +29,8 @@ from keras_ltpa.utils.files import write_atomically
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+# Validation accuracies whose first epoch and wall time metrics.json records.
+MILESTONES = (0.8, 0.85, 0.9, 0.95)
 FINAL_MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.keras"
@@ -64,6 +68,37 @@ def read_history(path):
         return []
     with open(path, newline="") as file:
         return list(csv.DictReader(file))
+
+
+def accuracy_milestones(rows, thresholds=MILESTONES, metric="val_accuracy"):
+    """When a run first reached each accuracy in `thresholds`.
+
+    Args:
+        rows: `history.csv` rows (`read_history`), one per epoch in order.
+        thresholds: accuracies (fractions) to look for.
+        metric: the column compared with each threshold.
+
+    Returns:
+        One dict per threshold reached: `threshold`, `epoch` (1-based) and
+        `wall_seconds` (the sum of `epoch_seconds` up to that epoch; None
+        if the history has no times). Thresholds never reached are left out.
+    """
+    thresholds, reached, elapsed = sorted(thresholds), [], 0.0
+    for row in rows:
+        seconds = row.get("epoch_seconds")
+        elapsed = None if elapsed is None or seconds in (None, "") else elapsed + float(seconds)
+        value = row.get(metric)
+        if value in (None, ""):
+            continue
+        for threshold in thresholds[len(reached):]:
+            if float(value) < threshold:
+                break
+            reached.append({
+                "threshold": threshold,
+                "epoch": int(row["epoch"]) + 1,
+                "wall_seconds": None if elapsed is None else round(elapsed, 1),
+            })
+    return reached
 
 
 def check_resume(run_dir, settings):

@@ -212,6 +212,9 @@ def test_trains_a_tfds_dataset_into_the_documented_run_directory(tmp_path, capsy
     rows = runs.read_history(run_dir / "history.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([0.1, 0.1])
+    assert all(float(row["epoch_seconds"]) > 0 for row in rows)
+    # The milestones metrics.json records are those of the history's rows.
+    assert metrics["val_accuracy_milestones"] == runs.accuracy_milestones(rows)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["seed"] == 0 and config["steps_per_epoch"] == 2
     assert config["recipe"] == "paper" and config["lr_schedule"] == "step"

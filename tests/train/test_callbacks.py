@@ -290,3 +290,18 @@ def test_every_process_swaps_the_averages_in_for_validation(tmp_path):
         isinstance(c, keras.callbacks.SwapEMAWeights)
         for c in callbacks.distributed_callbacks(plain, tmp_path, other)
     )
+
+
+def test_epoch_timer_logs_the_epochs_wall_time_into_history(monkeypatch, tmp_path):
+    clock = iter([10.0, 13.5, 20.0, 21.25])  # epoch 0: 3.5 s, epoch 1: 1.25 s
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    timer, history = callbacks.EpochTimer(), callbacks.HistoryCSV(tmp_path / "history.csv")
+    for epoch in (0, 1):
+        logs = {"loss": 1.0}
+        timer.on_epoch_begin(epoch)
+        timer.on_epoch_end(epoch, logs)
+        history.on_epoch_end(epoch, logs)  # after the timer, as make_callbacks orders them
+    rows = runs.read_history(tmp_path / "history.csv")
+    assert [float(r["epoch_seconds"]) for r in rows] == [3.5, 1.25]
+    names = [type(c).__name__ for c in callbacks.make_callbacks(tmp_path, epochs=1, tensorboard=False)]
+    assert names.index("EpochTimer") < names.index("HistoryCSV")

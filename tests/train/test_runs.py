@@ -101,3 +101,22 @@ def test_check_resume_refuses_another_model_setting(tmp_path, key, other):
     message = str(error.value)
     assert f"{key}={RUN_SETTINGS[key]!r}" in message and f"{key}={other!r}" in message
     assert str(tmp_path) in message and "--output-dir" in message
+
+
+def test_accuracy_milestones_give_the_first_epoch_and_the_time_to_it():
+    rows = [
+        {"epoch": "0", "val_accuracy": "0.70", "epoch_seconds": "100"},
+        {"epoch": "1", "val_accuracy": "0.86", "epoch_seconds": "90"},  # passes 0.8 and 0.85 at once
+        {"epoch": "2", "val_accuracy": "0.84", "epoch_seconds": "95"},
+        {"epoch": "3", "val_accuracy": "0.90", "epoch_seconds": "80"},  # exactly 0.9 counts
+    ]
+    assert runs.accuracy_milestones(rows) == [
+        {"threshold": 0.8, "epoch": 2, "wall_seconds": 190.0},
+        {"threshold": 0.85, "epoch": 2, "wall_seconds": 190.0},
+        {"threshold": 0.9, "epoch": 4, "wall_seconds": 365.0},
+    ]
+    # A history written before epoch times were recorded: epochs, no times.
+    untimed = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+    assert runs.accuracy_milestones(untimed, thresholds=(0.9,)) == [
+        {"threshold": 0.9, "epoch": 4, "wall_seconds": None}]
+    assert runs.accuracy_milestones(rows, thresholds=(0.95,)) == []
