@@ -4,12 +4,16 @@ Keras 3 writes `BatchNormalization` as separate ops (moments, subtract,
 multiply, add, and a cast on each side under mixed precision). XLA fuses them
 on JAX; on TensorFlow without XLA they stay separate kernels, and on 2-core
 CPUs they took about 40% of a training step's op time (see
-docs/benchmarks.md). `FusedBatchNormalization` is the same layer, weights and
-config; on TensorFlow it calls `FusedBatchNormV3`, one kernel forward and one
-backward, which grappler can also fold into the convolution before it at
-inference. On JAX and PyTorch, and for inputs the fused kernel does not take
-(masks, renorm, synchronized statistics, ranks other than 4, channels not
-last, float64), it is `keras.layers.BatchNormalization` unchanged.
+docs/benchmarks.md). This `BatchNormalization` is Keras' layer with the same
+weights and config; on TensorFlow it calls `FusedBatchNormV3`, one kernel
+forward and one backward. On JAX and PyTorch, and for inputs the fused
+kernel does not take (masks, renorm, synchronized statistics, ranks other
+than 4, channels not last, float64), it is Keras' layer unchanged.
+
+The class keeps Keras' name (registered as `keras_ltpa>BatchNormalization`):
+Keras names a layer's entry in a weights file after its class, so
+`model.weights.h5` files (the presets') stay interchangeable between models
+built with this layer and with Keras' own.
 """
 
 import keras
@@ -18,7 +22,7 @@ _FUSED_DTYPES = ("float16", "bfloat16", "float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_ltpa")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with TensorFlow's fused kernel.
 
     Training normalises with the batch's biased variance and updates the
@@ -36,7 +40,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Example:
     >>> import numpy as np
-    >>> layer = FusedBatchNormalization(epsilon=1e-5, momentum=0.9)
+    >>> layer = BatchNormalization(epsilon=1e-5, momentum=0.9)
     >>> tuple(layer(np.ones((2, 4, 4, 3), "float32"), training=True).shape)
     (2, 4, 4, 3)
 

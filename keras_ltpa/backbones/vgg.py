@@ -8,7 +8,7 @@
 
 import keras
 
-from keras_ltpa.backbones.batch_norm import FusedBatchNormalization
+from keras_ltpa.backbones import batch_norm
 
 # Widths and depths of the paper's CIFAR VGG: (block, convs, filters).
 # Blocks 1-2 never pool; blocks 3-5 are followed by one 2x2 max-pool
@@ -71,7 +71,7 @@ def apply_conv_bn_relu(x, filters, name, *, conv_bias, epsilon, momentum):
         kernel_initializer="he_normal",
         name=name,
     )(x)
-    x = FusedBatchNormalization(
+    x = batch_norm.BatchNormalization(
         epsilon=epsilon, momentum=momentum, name=name.replace("conv", "bn")
     )(x)
     return keras.layers.ReLU(name=name.replace("conv", "relu"))(x)

@@ -19,7 +19,7 @@ import time
 import keras
 import numpy as np
 
-from keras_ltpa.backbones.batch_norm import FusedBatchNormalization
+from keras_ltpa.backbones import batch_norm
 from keras_ltpa.devices import machine
 from keras_ltpa.utils.checks import is_positive_int
 from keras_ltpa.utils.scopes import dtype_policy_scope
@@ -73,7 +73,7 @@ def _conv_stack(policy, width):
             filters, 3, padding="same", use_bias=False, dtype=dtype,
             kernel_initializer=keras.initializers.HeNormal(seed=next(seeds)),
         )(x)
-        x = FusedBatchNormalization(dtype=dtype)(x)
+        x = batch_norm.BatchNormalization(dtype=dtype)(x)
         x = layers.ReLU(dtype=dtype)(x)
     x = layers.GlobalAveragePooling2D(dtype=dtype)(x)
     outputs = layers.Dense(

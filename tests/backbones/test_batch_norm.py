@@ -1,4 +1,4 @@
-"""FusedBatchNormalization against batch normalisation computed by hand in
+"""keras_ltpa's fused BatchNormalization against batch normalisation computed by hand in
 NumPy float64: outputs, moving statistics and (TensorFlow, where the fused
 kernel runs) gradients; float32 and mixed bfloat16; a saved model loads with
 safe_mode on; the VGG backbone builds with it."""
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_ltpa
-from keras_ltpa.backbones.batch_norm import FusedBatchNormalization
+from keras_ltpa.backbones import batch_norm
 
 EPSILON, MOMENTUM = 1e-5, 0.9
 # n = 4 * 5 * 5 = 100 values per channel; three channels of different scale.
@@ -38,7 +38,7 @@ def reference(x, training):
 
 
 def built_layer(dtype=None):
-    layer = FusedBatchNormalization(epsilon=EPSILON, momentum=MOMENTUM, dtype=dtype)
+    layer = batch_norm.BatchNormalization(epsilon=EPSILON, momentum=MOMENTUM, dtype=dtype)
     layer.build(X.shape)
     layer.set_weights([GAMMA, BETA, MOVING_MEAN, MOVING_VARIANCE])
     return layer
@@ -72,20 +72,20 @@ def test_mixed_bfloat16_outputs_within_bfloat16_rounding():
 
 def test_single_value_per_channel_keeps_variance_zero():
     # n = 1: the biased variance is 0 (no division by n - 1 = 0 anywhere).
-    layer = FusedBatchNormalization(epsilon=EPSILON, momentum=MOMENTUM)
+    layer = batch_norm.BatchNormalization(epsilon=EPSILON, momentum=MOMENTUM)
     layer(np.full((1, 1, 1, 2), 3.0, "float32"), training=True)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), [MOMENTUM] * 2)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), [0.3, 0.3], rtol=1e-6)
 
 
 def test_without_scale_and_center_and_for_other_ranks():
-    layer = FusedBatchNormalization(scale=False, center=False, epsilon=EPSILON)
+    layer = batch_norm.BatchNormalization(scale=False, center=False, epsilon=EPSILON)
     outputs = keras.ops.convert_to_numpy(layer(X, training=True))
     mean, variance = X.astype("float64").mean((0, 1, 2)), X.astype("float64").var((0, 1, 2))
     np.testing.assert_allclose(outputs, (X - mean) / np.sqrt(variance + EPSILON), atol=FLOAT32_ATOL)
     # Rank 2 takes the parent's path: same maths.
     flat = X.reshape(-1, 3)
-    outputs = keras.ops.convert_to_numpy(FusedBatchNormalization(epsilon=EPSILON)(flat, training=True))
+    outputs = keras.ops.convert_to_numpy(batch_norm.BatchNormalization(epsilon=EPSILON)(flat, training=True))
     np.testing.assert_allclose(outputs, (flat - mean) / np.sqrt(variance + EPSILON), atol=FLOAT32_ATOL)
 
 
@@ -120,16 +120,31 @@ def test_tensorflow_gradients_match_the_analytic_ones(jit_compile):
 
 def test_saved_model_loads_with_safe_mode(tmp_path):
     inputs = keras.Input((5, 5, 3))
-    model = keras.Model(inputs, FusedBatchNormalization(epsilon=EPSILON)(inputs))
+    model = keras.Model(inputs, batch_norm.BatchNormalization(epsilon=EPSILON)(inputs))
     model.layers[-1].set_weights([GAMMA, BETA, MOVING_MEAN, MOVING_VARIANCE])
     model.save(tmp_path / "bn.keras")
     loaded = keras.saving.load_model(tmp_path / "bn.keras", safe_mode=True)
-    assert type(loaded.layers[-1]) is FusedBatchNormalization
+    assert type(loaded.layers[-1]) is batch_norm.BatchNormalization
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(X)), reference(X, False)[0], atol=FLOAT32_ATOL)
+
+
+def test_weights_files_interchange_with_keras_batch_norm(tmp_path):
+    # Weights saved from Keras' own layer load into ours and back (the
+    # presets' model.weights.h5 were written by models with Keras' layer).
+    def model_with(layer_class):
+        inputs = keras.Input((5, 5, 3))
+        return keras.Model(inputs, layer_class(epsilon=EPSILON)(inputs))
+
+    theirs, ours = model_with(keras.layers.BatchNormalization), model_with(batch_norm.BatchNormalization)
+    theirs.layers[-1].set_weights([GAMMA, BETA, MOVING_MEAN, MOVING_VARIANCE])
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    ours.load_weights(tmp_path / "theirs.weights.h5")
+    for loaded, expected in zip(ours.layers[-1].get_weights(), [GAMMA, BETA, MOVING_MEAN, MOVING_VARIANCE]):
+        np.testing.assert_array_equal(loaded, expected)
 
 
 def test_vgg_backbone_uses_it_and_it_is_still_a_keras_batch_norm():
     model = keras_ltpa.build_model(10, (32, 32, 3), width_multiplier=0.0625)
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and all(type(layer) is FusedBatchNormalization for layer in norms)
+    assert norms and all(type(layer) is batch_norm.BatchNormalization for layer in norms)
