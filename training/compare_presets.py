@@ -20,8 +20,9 @@ import sys
 from keras_ltpa.cli import common as cli
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-START_MARKER = "<!-- comparison:start -->"
-END_MARKER = "<!-- comparison:end -->"
+BLOCK = "comparison"  # the README's <!-- comparison:start/end --> lines
+START_MARKER = f"<!-- {BLOCK}:start -->"
+END_MARKER = f"<!-- {BLOCK}:end -->"
 FGSM_EPSILONS = "0,1,2,4,8,16"
 
 
@@ -38,6 +39,11 @@ def parse_args(argv=None):
     parser.add_argument("--readme", default=os.path.relpath(REPO_ROOT / "README.md"))
     parser.add_argument("--fgsm-limit", type=cli.positive_int, default=1000)
     parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    parser.add_argument(
+        "--readme-block", default=BLOCK, metavar="NAME",
+        help="rewrite the README between <!-- NAME:start --> and <!-- NAME:end --> "
+        f"(default {BLOCK}; another pair of presets gets a block of its own)",
+    )
     parser.add_argument("--quick", action="store_true", help="small subsets; README untouched")
     return parser.parse_args(argv)
 
@@ -97,18 +103,25 @@ def verdicts(report):
     return lines
 
 
-def readme_block(report, output_dir, readme_path, overlay_path):
+def markers(name=BLOCK):
+    """The start and end lines of README block `name`."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def readme_block(report, output_dir, readme_path, overlay_path, name=BLOCK):
     from keras_ltpa.evaluation import report as ltpa_report
 
     relative = os.path.relpath(output_dir, os.path.dirname(os.path.abspath(readme_path)))
     tables = ltpa_report.markdown(report).split("\n", 2)[2]  # without the title
     tables = tables.replace("](fgsm_accuracy.png)", f"]({relative}/fgsm_accuracy.png)")
     overlay = os.path.relpath(overlay_path, os.path.dirname(os.path.abspath(readme_path)))
+    start, end = markers(name)
+    flags = "" if name == BLOCK else f" --output-dir {relative} --readme-block {name}"
     lines = [
-        START_MARKER,
+        start,
         "<!-- Written by `python training/compare_presets.py "
         f"{report['models']['model']['source'].removeprefix('preset:')} "
-        f"{report['models']['baseline']['source'].removeprefix('preset:')}`; "
+        f"{report['models']['baseline']['source'].removeprefix('preset:')}{flags}`; "
         "edit that, not this. -->",
         "",
         tables.rstrip(),
@@ -120,15 +133,15 @@ def readme_block(report, output_dir, readme_path, overlay_path):
         "What holds at this scale:",
         "",
         *verdicts(report),
-        END_MARKER,
+        end,
     ]
     return "\n".join(lines)
 
 
-def rewrite_readme(readme_path, block):
+def rewrite_readme(readme_path, block, name=BLOCK):
     from keras_ltpa.evaluation.report import rewrite_between_markers
 
-    rewrite_between_markers(readme_path, START_MARKER, END_MARKER, block)
+    rewrite_between_markers(readme_path, *markers(name), block)
 
 
 def _verdict(over_cam, over_prior):
@@ -179,7 +192,8 @@ def main(argv=None):
             attention, horses[0], args.output_dir, prefix="attention_horses",
         )
         if not (args.quick or args.no_readme):
-            rewrite_readme(args.readme, readme_block(report, args.output_dir, args.readme, overlay_path))
+            block = readme_block(report, args.output_dir, args.readme, overlay_path, args.readme_block)
+            rewrite_readme(args.readme, block, args.readme_block)
         print("\n".join(verdicts(report)))
 
     return cli.run_main("compare_presets.py", work)

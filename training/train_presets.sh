@@ -36,4 +36,11 @@ train "cifar10-att3-$TAG" att3-concat-pc \
   "The paper's att3-concat-pc VGG at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
 train "cifar10-vgg-$TAG" noatt \
   "The plain VGG baseline (no attention) at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
-python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG"
+# The width-0.125 pair owns docs/results and the README's comparison block;
+# another width gets docs/results/$TAG and a block of its own.
+if [ "$TAG" = w0125 ]; then
+  python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG"
+else
+  python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG" \
+    --output-dir "docs/results/$TAG" --readme-block "comparison-$TAG"
+fi

@@ -65,6 +65,16 @@ def test_readme_block_replaces_only_its_part(tmp_path):
     assert "| top-1 accuracy (%) | 70.0 | 60.0 |" in text
     assert "](docs/fgsm_accuracy.png)" in text and "](docs/o.png)" in text
     assert "compare_presets.py a b" in text
+    # A second pair's block: its own markers; the first block is left alone.
+    start, end = compare.markers("comparison-w025")
+    readme.write_text(readme.read_text() + f"{start}\nold pair\n{end}\n")
+    second = compare.readme_block(report, tmp_path / "docs" / "w025", readme, tmp_path / "o.png",
+                                  "comparison-w025")
+    compare.rewrite_readme(readme, second, "comparison-w025")
+    both = readme.read_text()
+    assert both.startswith(text) and "old pair" not in both
+    assert "--output-dir docs/w025 --readme-block comparison-w025`" in both
+    assert both.rstrip().endswith(end)
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers")
     with pytest.raises(ValueError, match="BARE.md"):
