@@ -61,6 +61,7 @@ def main(argv=None):
         import keras_ltpa
         from keras_ltpa import presets
         from keras_ltpa.evaluation.accuracy import subset_scores
+        from keras_ltpa.presets.layout import float32_copy
         from keras_ltpa.train import runs
 
         config = runs.read_run_config(args.run_dir)
@@ -73,7 +74,9 @@ def main(argv=None):
             metrics = json.load(file)
         model = runs.load_model(args.run_dir)
         facts = keras_ltpa.describe(model)
-        subset = subset_scores(model, args.subset_data_dir)
+        # Scored as saved (float32), whatever precision trained it: the tests
+        # reproduce the count from the preset itself.
+        subset = subset_scores(float32_copy(model), args.subset_data_dir)
         metadata = {
             "name": args.name,
             "description": args.description,

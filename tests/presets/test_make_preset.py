@@ -84,3 +84,35 @@ def test_make_preset_refuses_an_unfinished_run(tmp_path, capsys):
     assert code != 0
     assert "is not a finished run" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_is_scored_as_the_float32_preset(tiny_cifar_folder, tmp_path, capsys, monkeypatch):
+    # The recorded subset is what the tests reproduce from the preset, which
+    # is saved in float32 whatever trained it: the model scored must be too.
+    run_dir = tmp_path / "run"
+    assert fit.main([
+        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "1", "--width", "0.0625", "--batch-size", "4",
+        "--seed", "0", "--precision", "mixed_bfloat16", "--jit-compile", "off", "--no-export",
+        "--no-tensorboard", "--overlay-images", "0", "--verbose", "0",
+    ]) == 0
+    from keras_ltpa.evaluation import accuracy
+
+    scored_policies, score = [], accuracy.subset_scores
+
+    def recording(model, *args, **kwargs):
+        scored_policies.append({layer.dtype_policy.name for layer in model._flatten_layers()})
+        return score(model, *args, **kwargs)
+
+    monkeypatch.setattr(accuracy, "subset_scores", recording)
+    presets_dir = tmp_path / "presets"
+    presets_dir.mkdir()
+    code = make_preset.main([
+        str(run_dir), "--name", "tiny-bf16", "--command", COMMAND,
+        "--subset-data-dir", str(tiny_cifar_folder), "--presets-dir", str(presets_dir),
+        "--code-version", "test",
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert scored_policies == [{"float32"}]
+    assert "bfloat16" not in (presets_dir / "tiny-bf16" / "config.json").read_text()

@@ -14,7 +14,7 @@ from keras_ltpa import presets
 from keras_ltpa.evaluation.accuracy import subset_scores
 from tests.conftest import REPO_ROOT
 
-SHIPPED = ("cifar10-att3-w0125", "cifar10-vgg-w0125")
+SHIPPED = ("cifar10-att3-w0125", "cifar10-vgg-w0125", "cifar10-att3-w025", "cifar10-vgg-w025")
 METADATA_KEYS = {
     "name", "description", "dataset", "variant", "backbone", "width_multiplier", "input_shape",
     "class_names", "test_accuracy", "test_examples", "subset", "epochs", "recipe", "command",
@@ -24,7 +24,7 @@ METADATA_KEYS = {
 KERAS_HUB_KEYS = {"keras_version", "keras_hub_version", "parameter_count", "date_saved", "tasks"}
 
 
-def test_the_two_cifar10_presets_are_shipped():
+def test_the_cifar10_presets_are_shipped():
     assert set(SHIPPED) <= set(keras_ltpa.list_presets())
 
 
