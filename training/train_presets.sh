@@ -37,10 +37,13 @@ train "cifar10-att3-$TAG" att3-concat-pc \
 train "cifar10-vgg-$TAG" noatt \
   "The plain VGG baseline (no attention) at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
 # The width-0.125 pair owns docs/results and the README's comparison block;
-# another width gets docs/results/$TAG and a block of its own.
+# another width gets docs/results/$TAG/ and the page docs/results/$TAG.md.
 if [ "$TAG" = w0125 ]; then
   python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG"
 else
+  page=docs/results/$TAG.md
+  [ -f "$page" ] || printf '# The width-%s preset pair\n\n<!-- comparison-%s:start -->\n<!-- comparison-%s:end -->\n' \
+    "$WIDTH" "$TAG" "$TAG" > "$page"
   python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG" \
-    --output-dir "docs/results/$TAG" --readme-block "comparison-$TAG"
+    --output-dir "docs/results/$TAG" --readme "$page" --readme-block "comparison-$TAG"
 fi

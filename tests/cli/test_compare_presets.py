@@ -1,6 +1,7 @@
 """training/compare_presets.py: the README block, its verdicts, a quick run."""
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -73,7 +74,8 @@ def test_readme_block_replaces_only_its_part(tmp_path):
     compare.rewrite_readme(readme, second, "comparison-w025")
     both = readme.read_text()
     assert both.startswith(text) and "old pair" not in both
-    assert "--output-dir docs/w025 --readme-block comparison-w025`" in both
+    written_by = f"--output-dir {os.path.relpath(tmp_path / 'docs' / 'w025')} --readme {os.path.relpath(readme)}"
+    assert f"{written_by} --readme-block comparison-w025`" in both
     assert both.rstrip().endswith(end)
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers")
