@@ -117,7 +117,8 @@ def readme_block(report, output_dir, readme_path, overlay_path, name=BLOCK):
     overlay = os.path.relpath(overlay_path, os.path.dirname(os.path.abspath(readme_path)))
     start, end = markers(name)
     flags = "" if name == BLOCK else (
-        f" --output-dir {os.path.relpath(output_dir)} --readme {os.path.relpath(readme_path)} --readme-block {name}")
+        f" --output-dir {os.path.relpath(output_dir)} --readme {os.path.relpath(readme_path)}"
+        f" --readme-block {name}")
     lines = [
         start,
         "<!-- Written by `python training/compare_presets.py "
