@@ -18,15 +18,20 @@ make_preset = load_script(REPO_ROOT / "training" / "make_preset.py", "make_prese
 COMMAND = "python training/fit.py --epochs 1 (tiny)"
 
 
+def _train_tiny_run(run_dir, data_dir, precision="float32"):
+    """One step of a width-0.0625 model on the tiny folder, finished."""
+    assert fit.main([
+        "--data-dir", str(data_dir), "--output-dir", str(run_dir),
+        "--epochs", "1", "--steps-per-epoch", "1", "--width", "0.0625", "--batch-size", "4",
+        "--seed", "0", "--precision", precision, "--jit-compile", "off", "--no-export",
+        "--no-tensorboard", "--overlay-images", "0", "--verbose", "0",
+    ]) == 0
+
+
 @pytest.mark.slow
 def test_make_preset_writes_a_preset_of_the_finished_run(tiny_cifar_folder, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert fit.main([
-        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
-        "--epochs", "1", "--steps-per-epoch", "1", "--width", "0.0625", "--batch-size", "4",
-        "--seed", "0", "--precision", "float32", "--jit-compile", "off", "--no-export",
-        "--no-tensorboard", "--overlay-images", "0", "--verbose", "0",
-    ]) == 0
+    _train_tiny_run(run_dir, tiny_cifar_folder)
     presets_dir = tmp_path / "presets"
     presets_dir.mkdir()
     capsys.readouterr()
@@ -91,12 +96,7 @@ def test_a_bfloat16_run_is_scored_as_the_float32_preset(tiny_cifar_folder, tmp_p
     # The recorded subset is what the tests reproduce from the preset, which
     # is saved in float32 whatever trained it: the model scored must be too.
     run_dir = tmp_path / "run"
-    assert fit.main([
-        "--data-dir", str(tiny_cifar_folder), "--output-dir", str(run_dir),
-        "--epochs", "1", "--steps-per-epoch", "1", "--width", "0.0625", "--batch-size", "4",
-        "--seed", "0", "--precision", "mixed_bfloat16", "--jit-compile", "off", "--no-export",
-        "--no-tensorboard", "--overlay-images", "0", "--verbose", "0",
-    ]) == 0
+    _train_tiny_run(run_dir, tiny_cifar_folder, precision="mixed_bfloat16")
     from keras_ltpa.evaluation import accuracy
 
     scored_policies, score = [], accuracy.subset_scores
