@@ -10,7 +10,9 @@ between its `<!-- comparison:start -->` and `<!-- comparison:end -->` lines:
     python training/compare_presets.py cifar10-att3-w0125 cifar10-vgg-w0125
 
 Data come from ../shared/data (`--data-root`); `--quick` scores small
-subsets (for a smoke run; the README is then left alone).
+subsets (for a smoke run; the README is then left alone). `--tta flip` also
+scores both models' accuracy over each test image and its mirror, reported
+beside the plain accuracy, which the verdicts keep using.
 """
 
 import os
@@ -44,6 +46,10 @@ def parse_args(argv=None):
         help="rewrite the README between <!-- NAME:start --> and <!-- NAME:end --> "
         f"(default {BLOCK}; another pair of presets gets a block of its own)",
     )
+    parser.add_argument(
+        "--tta", choices=("none", "flip"), default="none",
+        help="flip: also the accuracy over each test image and its mirror (evaluate.py --tta)",
+    )
     parser.add_argument("--quick", action="store_true", help="small subsets; README untouched")
     return parser.parse_args(argv)
 
@@ -60,11 +66,16 @@ def model_reference(name):
 def verdicts(report):
     """One line per claim of the paper: what the numbers here say."""
     lines = []
-    accuracy = {n: report["classification"][n]["accuracy"] for n in ("model", "baseline")}
+    classification = report["classification"]
+    accuracy = {n: classification[n]["accuracy"] for n in ("model", "baseline")}
     holds = accuracy["model"] > accuracy["baseline"]
+    # Flip TTA is reported beside, never in place of, the plain accuracy.
+    flipped = "" if not all("flip_tta" in classification[n] for n in accuracy) else (
+        f"; with flip TTA {_percent(classification['model']['flip_tta']['accuracy'])} vs "
+        f"{_percent(classification['baseline']['flip_tta']['accuracy'])}")
     lines.append(
         f"- Accuracy (attention beats the plain CNN): {'holds' if holds else 'does not hold'} "
-        f"here ({_percent(accuracy['model'])} vs {_percent(accuracy['baseline'])})."
+        f"here ({_percent(accuracy['model'])} vs {_percent(accuracy['baseline'])}{flipped})."
     )
     rule = report["localization"][0]
     jaccard = rule["jaccard"]
@@ -119,6 +130,8 @@ def readme_block(report, output_dir, readme_path, overlay_path, name=BLOCK):
     flags = "" if name == BLOCK else (
         f" --output-dir {os.path.relpath(output_dir)} --readme {os.path.relpath(readme_path)}"
         f" --readme-block {name}")
+    if "flip_tta" in report["classification"]["model"]:
+        flags += " --tta flip"
     lines = [
         start,
         "<!-- Written by `python training/compare_presets.py "
@@ -171,7 +184,7 @@ def main(argv=None):
             "--localization", str(root / "weizmann_horse"), "--threshold", "mean", "0.25",
             "--fgsm", FGSM_EPSILONS, "--fgsm-limit", str(100 if args.quick else args.fgsm_limit),
             "--transfer", str(root / "caltech101"),
-            "--report-dir", args.output_dir,
+            "--report-dir", args.output_dir, "--tta", args.tta,
             *limits,
         ])
         if code:

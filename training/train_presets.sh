@@ -37,7 +37,8 @@ train "cifar10-att3-$TAG" att3-concat-pc \
 train "cifar10-vgg-$TAG" noatt \
   "The plain VGG baseline (no attention) at width $WIDTH, CIFAR-10, $EPOCHS epochs (budget recipe)"
 # The width-0.125 pair owns docs/results and the README's comparison block;
-# another width gets docs/results/$TAG/ and the page docs/results/$TAG.md.
+# another width gets docs/results/$TAG/ and the page docs/results/$TAG.md,
+# with the flip-TTA accuracy beside the plain one.
 if [ "$TAG" = w0125 ]; then
   python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG"
 else
@@ -45,5 +46,5 @@ else
   [ -f "$page" ] || printf '# The width-%s preset pair\n\n<!-- comparison-%s:start -->\n<!-- comparison-%s:end -->\n' \
     "$WIDTH" "$TAG" "$TAG" > "$page"
   python training/compare_presets.py "cifar10-att3-$TAG" "cifar10-vgg-$TAG" \
-    --output-dir "docs/results/$TAG" --readme "$page" --readme-block "comparison-$TAG"
+    --output-dir "docs/results/$TAG" --readme "$page" --readme-block "comparison-$TAG" --tta flip
 fi

@@ -55,6 +55,29 @@ def test_verdicts_follow_the_numbers():
     assert "the claim does not hold here" in worse[2]
 
 
+def _with_flip_tta(report, attention_accuracy, baseline_accuracy):
+    for name, accuracy in (("model", attention_accuracy), ("baseline", baseline_accuracy)):
+        report["classification"][name]["flip_tta"] = {"accuracy": accuracy, "top_k_accuracy": 0.95}
+    return report
+
+
+def test_flip_tta_is_reported_beside_the_plain_accuracy(tmp_path):
+    # The verdict follows the plain accuracy even where flip TTA says otherwise.
+    report = _with_flip_tta(_report(0.5, 0.6, [0.5, 0.1, 0.1], [0.6, 0.3, 0.5]), 0.901, 0.6)
+    line = compare.verdicts(report)[0]
+    assert line.endswith("does not hold here (50.0% vs 60.0%; with flip TTA 90.1% vs 60.0%).")
+    readme = tmp_path / "README.md"
+    start, end = compare.markers("comparison-w025")
+    readme.write_text(f"{start}\n{end}\n")
+    block = compare.readme_block(report, tmp_path / "w025", readme, tmp_path / "o.png",
+                                 "comparison-w025")
+    assert "--readme-block comparison-w025 --tta flip`" in block
+    assert "| top-1 accuracy, flip TTA (%) | 90.1 | 60.0 |" in block
+    plain = compare.readme_block(_report(0.5, 0.6, [0.5, 0.1, 0.1], [0.6, 0.3, 0.5]),
+                                 tmp_path / "w025", readme, tmp_path / "o.png", "comparison-w025")
+    assert "--tta" not in plain and "flip TTA" not in plain
+
+
 def test_readme_block_replaces_only_its_part(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{compare.START_MARKER}\nold\n{compare.END_MARKER}\nafter\n")
@@ -92,7 +115,7 @@ def test_quick_run_on_two_model_files(tmp_path, small_data_dir, capsys):
     code = compare.main([
         str(tmp_path / "att.keras"), str(tmp_path / "vgg.keras"), "--quick",
         "--data-root", str(small_data_dir), "--output-dir", str(tmp_path / "out"),
-        "--readme", str(readme),
+        "--readme", str(readme), "--tta", "flip",
     ])
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -103,6 +126,9 @@ def test_quick_run_on_two_model_files(tmp_path, small_data_dir, capsys):
     ]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["classification"]["model"]["count"] == 200
+    # --tta flip reaches the evaluation: both models scored on the mirrors too.
+    assert all(0 <= report["classification"][n]["flip_tta"]["accuracy"] <= 1
+               for n in ("model", "baseline"))
     assert readme.read_text() == f"{compare.START_MARKER}\n{compare.END_MARKER}\n"  # --quick
     assert "- Accuracy" in capsys.readouterr().out
 
