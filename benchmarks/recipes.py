@@ -27,12 +27,12 @@ as `training/evaluate.py --tta flip`): `test_accuracy_flip_tta` beside
 Everything trains through `keras_ltpa.run_training`, as `training/fit.py`
 does. Commands:
 
-    python benchmarks/recipes.py                      # about 30 min on 2 cores (an estimate)
+    python benchmarks/recipes.py                      # about 30 min on 2 cores
     python benchmarks/recipes.py --candidates budget,budget-ema,budget-long
     python benchmarks/recipes.py --smoke
 
-The estimate scales the four first candidates' 15-18 min by the epochs and
-steps the three new ones add; it was not measured. `--smoke` trains one
+The seven took 31 minutes on a 2-core Intel Xeon with AMX (bfloat16,
+partly beside other work). `--smoke` trains one
 step per epoch for 3 epochs (5 for `budget-long`, the factor applied) on 64
 images at batch 32 (64 for `budget-b64`). Writes
 `benchmarks/results/recipes.json`.
