@@ -20,6 +20,7 @@ import pathlib
 import sys
 
 from keras_ltpa.cli import common as cli
+from keras_ltpa.evaluation.accuracy import TTA_CHOICES
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = "comparison"  # the README's <!-- comparison:start/end --> lines
@@ -47,7 +48,7 @@ def parse_args(argv=None):
         f"(default {BLOCK}; another pair of presets gets a block of its own)",
     )
     parser.add_argument(
-        "--tta", choices=("none", "flip"), default="none",
+        "--tta", choices=TTA_CHOICES, default="none",
         help="flip: also the accuracy over each test image and its mirror (evaluate.py --tta)",
     )
     parser.add_argument("--quick", action="store_true", help="small subsets; README untouched")

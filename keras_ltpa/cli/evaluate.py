@@ -42,6 +42,7 @@ import os
 import sys
 
 from keras_ltpa.cli import common as cli
+from keras_ltpa.evaluation.accuracy import TTA_CHOICES
 
 
 def parse_threshold(text):
@@ -104,7 +105,7 @@ def _add_source_arguments(parser):
         "--limit", type=cli.positive_int, help="score only this many images"
     )
     accuracy.add_argument(
-        "--tta", choices=("none", "flip"), default="none",
+        "--tta", choices=TTA_CHOICES, default="none",
         help="test-time augmentation of the accuracy: 'flip' also scores the logits "
         "averaged over each image and its left-right mirror, reported beside the "
         "plain accuracy (FGSM, localisation and transfer never use it)",
