@@ -68,6 +68,11 @@ from tests.conftest import SMALL_DATA_DIR
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+# Pages written by the report scripts (docs/results) and the benchmarks' page:
+# their links are checked too, their commands are the scripts' own.
+LINKED_PAGES = PAGES + sorted((REPO_ROOT / "docs" / "results").rglob("*.md")) + [
+    REPO_ROOT / "benchmarks" / "README.md"
+]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(
     r"\b(needs (?:network|docker|a server|a gpu|gpus|a cluster)|long)\b", re.IGNORECASE
@@ -748,7 +753,7 @@ def _prose_without_code(page):
     return CODE_SPAN.sub("", fenced_blocks(page)[1])
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_rel)
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=_rel)
 def test_relative_links_resolve(page):
     prose = _prose_without_code(page)
     targets = LINK.findall(prose) + REFERENCE_LINK.findall(prose)
