@@ -327,6 +327,7 @@ def test_report_tables(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.tf_only  # runs gpu.py under JAX itself, whatever the backend: one run checks it
 def test_gpu_script_runs_without_tensorflow(tmp_path):
     require_package("jax", "jax")
     require_package("torch", "torch")
