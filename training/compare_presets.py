@@ -20,7 +20,7 @@ import pathlib
 import sys
 
 from keras_ltpa.cli import common as cli
-from keras_ltpa.evaluation.accuracy import TTA_CHOICES
+from keras_ltpa.utils.checks import TTA_CHOICES
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = "comparison"  # the README's <!-- comparison:start/end --> lines

@@ -42,7 +42,7 @@ import os
 import sys
 
 from keras_ltpa.cli import common as cli
-from keras_ltpa.evaluation.accuracy import TTA_CHOICES
+from keras_ltpa.utils.checks import TTA_CHOICES
 
 
 def parse_threshold(text):

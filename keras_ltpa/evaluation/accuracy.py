@@ -11,6 +11,7 @@ from keras_ltpa.data.pipelines import load_dataset
 from keras_ltpa.presets import SUBSET_SIZE
 from keras_ltpa.presets import SUBSET_SPLIT
 from keras_ltpa.utils.batches import map_batches
+from keras_ltpa.utils.checks import check_tta
 
 # --- Classification ------------------------------------------------------
 
@@ -19,9 +20,6 @@ def _batches(dataset):
     if hasattr(dataset, "as_numpy_iterator"):
         return dataset.as_numpy_iterator()
     return iter(dataset)
-
-
-TTA_CHOICES = ("none", "flip")
 
 
 def flip_images(images):
@@ -66,17 +64,6 @@ def flip_tta_outputs(predict, images):
 
 def _to_numpy(outputs):
     return np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float64)
-
-
-def check_tta(tta):
-    """Validates a test-time augmentation: None, `"none"` or `"flip"`."""
-    if tta is None or tta == "none":
-        return None
-    if tta == "flip":
-        return tta
-    raise ValueError(
-        f"`tta` must be one of {TTA_CHOICES} (or None); received tta={tta!r}."
-    )
 
 
 class _Tally:

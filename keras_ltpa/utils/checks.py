@@ -14,6 +14,21 @@ def check_choice(argument, value, allowed):
     return value
 
 
+# Test-time augmentations of the accuracy (`evaluate.py --tta`): here, not in
+# keras_ltpa.evaluation, so that the command-line parsers can name them
+# without loading the evaluation and data code (and TensorFlow).
+TTA_CHOICES = ("none", "flip")
+
+
+def check_tta(tta):
+    """Validates a test-time augmentation: None, `"none"` or `"flip"`."""
+    if tta is None or tta == "none":
+        return None
+    if tta == "flip":
+        return tta
+    raise ValueError(f"`tta` must be one of {TTA_CHOICES} (or None); received tta={tta!r}.")
+
+
 def is_positive_int(value):
     """True for an int (not a bool) >= 1, NumPy integers included."""
     return (
