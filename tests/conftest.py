@@ -119,6 +119,26 @@ def load_script(path, name):
     return module
 
 
+def modules_loaded_by(statements, modules):
+    """Which of `modules` a fresh Python imports running `statements`.
+
+    Runs under JAX or PyTorch (the first installed): under TensorFlow, Keras
+    itself loads TensorFlow, so the question has no answer there and the test
+    skips.
+    """
+    import subprocess
+
+    backend = next((name for name in ("jax", "torch") if importlib.util.find_spec(name)), None)
+    if backend is None:
+        pytest.skip("needs jax or torch: under TensorFlow, Keras itself loads TensorFlow")
+    code = f"import sys; {statements}; print([m for m in {tuple(modules)!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=dict(os.environ, KERAS_BACKEND=backend), timeout=300,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
 # The reason a test skips for a missing optional package starts with this;
 # .ci/run, which installs every extra, fails when it sees one.
 MISSING_PACKAGE = "missing optional package"

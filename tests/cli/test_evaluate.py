@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from keras_ltpa import build_model
+from tests.conftest import modules_loaded_by
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLI = REPO_ROOT / "training" / "evaluate.py"
@@ -405,17 +406,9 @@ def test_the_parser_loads_neither_tensorflow_nor_the_evaluation_code():
     """`evaluate.py --help` and flag errors cost importing Keras and nothing
     more: the parser (its --tta choices included) loads neither the data
     pipeline (TensorFlow) nor keras_ltpa.evaluation."""
-    backend = next((name for name in ("jax", "torch") if importlib.util.find_spec(name)), None)
-    if backend is None:
-        pytest.skip("needs jax or torch: under TensorFlow, Keras itself loads TensorFlow")
-    code = (
-        "import sys; from keras_ltpa.cli import evaluate; "
-        "evaluate.build_parser().parse_args(['--model', 'm.keras', '--tta', 'flip']); "
-        "print([m for m in ('tensorflow', 'keras_ltpa.data.pipelines', 'keras_ltpa.evaluation') "
-        "if m in sys.modules])"
+    loaded = modules_loaded_by(
+        "from keras_ltpa.cli import evaluate; "
+        "evaluate.build_parser().parse_args(['--model', 'm.keras', '--tta', 'flip'])",
+        ("tensorflow", "keras_ltpa.data.pipelines", "keras_ltpa.evaluation"),
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env=dict(os.environ, KERAS_BACKEND=backend), timeout=300,
-    )
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert loaded == "[]"

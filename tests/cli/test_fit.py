@@ -1,7 +1,6 @@
 """training/fit.py end to end: flags, errors, a tfds run, resume after SIGKILL."""
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from keras_ltpa.train import optimizers
 from keras_ltpa.train import runs
 from tests.conftest import FIT_SCRIPT as FIT
 from tests.conftest import backed_up_epochs
+from tests.conftest import modules_loaded_by
 from tests.conftest import run_fit as fit
 from tests.conftest import run_until_marker
 from tests.conftest import write_fit_wrapper
@@ -63,19 +63,11 @@ def test_help_explains_every_flag_in_groups():
 def test_the_parser_loads_no_tensorflow_nor_the_training_loop():
     """`fit.py --help` costs importing Keras and nothing more: the config
     and the parser load neither the data pipeline (TensorFlow) nor the loop."""
-    backend = next((name for name in ("jax", "torch") if importlib.util.find_spec(name)), None)
-    if backend is None:
-        pytest.skip("needs jax or torch: under TensorFlow, Keras itself loads TensorFlow")
-    code = (
-        "import sys; from keras_ltpa.cli import fit; fit.build_parser().parse_args([]); "
-        "print([m for m in ('tensorflow', 'keras_ltpa.data.pipelines', 'keras_ltpa.train.loop') "
-        "if m in sys.modules])"
+    loaded = modules_loaded_by(
+        "from keras_ltpa.cli import fit; fit.build_parser().parse_args([])",
+        ("tensorflow", "keras_ltpa.data.pipelines", "keras_ltpa.train.loop"),
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env=dict(os.environ, KERAS_BACKEND=backend), timeout=300,
-    )
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert loaded == "[]"
 
 
 @pytest.mark.parametrize(
